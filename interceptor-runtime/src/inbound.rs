@@ -1,0 +1,120 @@
+//! `Inbound<T>`: the client's stream as an intercepted handler receives it.
+
+use std::{
+    fmt,
+    future::poll_fn,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures_core::Stream;
+use tonic::{metadata::MetadataMap, Status, Streaming};
+
+use crate::{__private::Tap, call::CallContext};
+
+/// A [`tonic::Streaming<T>`] whose messages pass the method's interceptors
+/// before the handler sees them.
+///
+/// It offers `Streaming`'s API ([`message`](Self::message), [`Stream`],
+/// [`trailers`](Self::trailers)), so a handler body written for `Streaming`
+/// compiles unchanged under `#[intercept]`. When an interceptor rejects a
+/// message or the call is ended (a budget, a timer, the other direction),
+/// the stream yields that status once and then ends.
+pub struct Inbound<T> {
+    inner: Streaming<T>,
+    tap: Box<dyn Tap<T>>,
+    /// A message an interceptor holds back (a rate limit, say).
+    pending: Option<T>,
+    done: bool,
+}
+
+// No field is structurally pinned: `Streaming` is `Unpin` and the message
+// held back is only ever moved.
+impl<T> Unpin for Inbound<T> {}
+
+impl<T: 'static> fmt::Debug for Inbound<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbound")
+            .field("call", self.tap.context())
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: prost::Message + 'static> Inbound<T> {
+    pub(crate) fn new(inner: Streaming<T>, tap: Box<dyn Tap<T>>) -> Self {
+        Inbound { inner, tap, pending: None, done: false }
+    }
+
+    /// The next message: `Ok(None)` at the end of the stream, like
+    /// [`Streaming::message`].
+    pub async fn message(&mut self) -> Result<Option<T>, Status> {
+        match poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await {
+            Some(Ok(message)) => Ok(Some(message)),
+            Some(Err(status)) => Err(status),
+            None => Ok(None),
+        }
+    }
+
+    /// The client's trailers, like [`Streaming::trailers`].
+    pub async fn trailers(&mut self) -> Result<Option<MetadataMap>, Status> {
+        self.inner.trailers().await
+    }
+
+    /// The call this stream belongs to.
+    pub fn context(&self) -> &Arc<CallContext> {
+        self.tap.context()
+    }
+
+    /// The plain stream, without interceptors from here on. A message an
+    /// interceptor was holding back is dropped.
+    pub fn into_inner(self) -> Streaming<T> {
+        self.inner
+    }
+}
+
+impl<T: prost::Message + 'static> Stream for Inbound<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let message = match this.pending.take() {
+            Some(message) => message,
+            None => match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(message))) => message,
+                Poll::Ready(Some(Err(status))) => {
+                    this.done = true;
+                    return Poll::Ready(this.tap.end(Err(status)).map(Err));
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    return Poll::Ready(this.tap.end(Ok(())).map(Err));
+                }
+                Poll::Pending => {
+                    return match this.tap.poll_interrupt(cx) {
+                        Poll::Ready(status) => {
+                            this.done = true;
+                            Poll::Ready(Some(Err(status)))
+                        }
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+            },
+        };
+        match this.tap.poll_message(cx, &message) {
+            Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(message))),
+            Poll::Ready(Err(status)) => {
+                this.done = true;
+                Poll::Ready(Some(Err(status)))
+            }
+            Poll::Pending => {
+                this.pending = Some(message);
+                Poll::Pending
+            }
+        }
+    }
+}

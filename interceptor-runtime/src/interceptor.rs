@@ -1,0 +1,263 @@
+//! The one trait every interceptor implements, built in or written by a user,
+//! and the static composition of several of them.
+
+use std::task::{Context, Poll};
+
+use tonic::{metadata::MetadataMap, Status};
+
+use crate::call::CallContext;
+
+/// Which way a message travels, seen from the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the client to the handler (the request stream).
+    Inbound,
+    /// From the handler to the client (the response stream).
+    Outbound,
+}
+
+impl Direction {
+    /// `"recv"` or `"send"`, as used in status messages and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "recv",
+            Direction::Outbound => "send",
+        }
+    }
+}
+
+/// One message passing through the interceptors.
+#[derive(Debug)]
+pub struct MessageRef<'a, M> {
+    pub(crate) ctx: &'a CallContext,
+    pub(crate) direction: Direction,
+    pub(crate) message: &'a M,
+    pub(crate) encoded_len: usize,
+    pub(crate) index: u64,
+}
+
+impl<'a, M> MessageRef<'a, M> {
+    /// The typed message. Downcast with `(msg.message() as &dyn Any)` to
+    /// inspect one type from a generic hook.
+    pub fn message(&self) -> &'a M {
+        self.message
+    }
+    /// Which way it travels.
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+    /// `prost::Message::encoded_len`, computed once per message.
+    pub fn encoded_len(&self) -> usize {
+        self.encoded_len
+    }
+    /// 0 for the first message of this direction, 1 for the next ...
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+    /// The call this message belongs to.
+    pub fn call(&self) -> &'a CallContext {
+        self.ctx
+    }
+}
+
+/// A message-level interceptor for tonic calls.
+///
+/// The life of one call, in the order the hooks run:
+/// 1. [`on_start`](Self::on_start) before the handler runs: sees the method,
+///    peer, RPC kind and request metadata, may reject the call with any
+///    [`Status`], and returns the per-call state [`Self::Call`].
+/// 2. [`on_stream`](Self::on_stream) once per direction, returning the state
+///    that direction owns alone ([`Self::Stream`]): no lock is needed for it.
+/// 3. [`poll_message`](Self::poll_message) (or the simpler
+///    [`on_message`](Self::on_message)) for every message in each direction,
+///    before the handler or the client gets it: may wait, may reject.
+///    [`poll_interrupt`](Self::poll_interrupt) while a direction is idle, for
+///    timers.
+/// 4. [`on_end`](Self::on_end) exactly once, with the final status and stats.
+///
+/// A rejection ends the whole call with that status: the handler sees it on
+/// its inbound stream and the client receives it as the final status.
+///
+/// Interceptors are built once per method and shared by all its calls, so
+/// `&self` state (a shared limiter, a counter) is per method.
+pub trait Interceptor: Send + Sync + 'static {
+    /// State of one call, shared by both directions.
+    type Call: Send + Sync + 'static;
+    /// State of one direction of one call.
+    type Stream: Send + 'static;
+
+    /// A short name: recorded as the limit that ended a call when this
+    /// interceptor rejects a message.
+    fn name(&self) -> &'static str;
+
+    /// Runs before the handler. `Err` rejects the call; the handler never runs.
+    fn on_start(&self, call: &CallContext, metadata: &MetadataMap) -> Result<Self::Call, Status>;
+
+    /// Creates the state of one direction.
+    fn on_stream(&self, call: &Self::Call, ctx: &CallContext, direction: Direction) -> Self::Stream;
+
+    /// Checks one message synchronously. The default lets it pass.
+    fn on_message<M: prost::Message + 'static>(
+        &self,
+        call: &Self::Call,
+        stream: &mut Self::Stream,
+        msg: &MessageRef<'_, M>,
+    ) -> Result<(), Status> {
+        let _ = (call, stream, msg);
+        Ok(())
+    }
+
+    /// Checks one message, possibly waiting. Returning `Pending` holds the
+    /// message back (and, inbound, pushes back on the client through HTTP/2
+    /// flow control); the hook is polled again with the same message until it
+    /// is `Ready`. The default calls [`on_message`](Self::on_message).
+    fn poll_message<M: prost::Message + 'static>(
+        &self,
+        call: &Self::Call,
+        stream: &mut Self::Stream,
+        cx: &mut Context<'_>,
+        msg: &MessageRef<'_, M>,
+    ) -> Poll<Result<(), Status>> {
+        let _ = cx;
+        Poll::Ready(self.on_message(call, stream, msg))
+    }
+
+    /// Polled while a direction waits for its next message; `Ready(status)`
+    /// ends the call with that status (a timer that fired, say). The default
+    /// never fires.
+    fn poll_interrupt(
+        &self,
+        call: &Self::Call,
+        stream: &mut Self::Stream,
+        ctx: &CallContext,
+        cx: &mut Context<'_>,
+    ) -> Poll<Status> {
+        let _ = (call, stream, ctx, cx);
+        Poll::Pending
+    }
+
+    /// Runs exactly once when the call is over; `ctx.outcome()` is set.
+    fn on_end(&self, call: &Self::Call, ctx: &CallContext) {
+        let _ = (call, ctx);
+    }
+}
+
+/// No interceptor: lets everything pass.
+impl Interceptor for () {
+    type Call = ();
+    type Stream = ();
+    fn name(&self) -> &'static str {
+        "none"
+    }
+    fn on_start(&self, _: &CallContext, _: &MetadataMap) -> Result<(), Status> {
+        Ok(())
+    }
+    fn on_stream(&self, _: &(), _: &CallContext, _: Direction) {}
+}
+
+/// Two interceptors run in order: `A` first, then `B`, for every hook but
+/// [`Interceptor::on_end`], which runs `B` first (like unwinding a stack).
+///
+/// Nested, `Chain` composes any number statically: no boxing per message.
+#[derive(Clone, Debug, Default)]
+pub struct Chain<A, B> {
+    first: A,
+    second: B,
+}
+
+impl<A, B> Chain<A, B> {
+    /// `first` runs before `second`.
+    pub fn new(first: A, second: B) -> Self {
+        Chain { first, second }
+    }
+}
+
+/// The per-direction state of a [`Chain`].
+#[derive(Debug)]
+pub struct ChainStream<A, B> {
+    first: A,
+    second: B,
+    /// The first interceptor let the current message pass; only the second is
+    /// polled again.
+    first_passed: bool,
+}
+
+impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
+    type Call = (A::Call, B::Call);
+    type Stream = ChainStream<A::Stream, B::Stream>;
+
+    fn name(&self) -> &'static str {
+        "chain"
+    }
+
+    fn on_start(&self, ctx: &CallContext, metadata: &MetadataMap) -> Result<Self::Call, Status> {
+        let first = self.first.on_start(ctx, metadata).inspect_err(|_| {
+            ctx.mark_ended_by(self.first.name());
+        })?;
+        match self.second.on_start(ctx, metadata) {
+            Ok(second) => Ok((first, second)),
+            Err(status) => {
+                // The first one started: it hears how the call ended.
+                ctx.mark_ended_by(self.second.name());
+                ctx.set_outcome(&Err(status.clone()));
+                self.first.on_end(&first, ctx);
+                Err(status)
+            }
+        }
+    }
+
+    fn on_stream(&self, call: &Self::Call, ctx: &CallContext, direction: Direction) -> Self::Stream {
+        ChainStream {
+            first: self.first.on_stream(&call.0, ctx, direction),
+            second: self.second.on_stream(&call.1, ctx, direction),
+            first_passed: false,
+        }
+    }
+
+    #[inline]
+    fn poll_message<M: prost::Message + 'static>(
+        &self,
+        call: &Self::Call,
+        stream: &mut Self::Stream,
+        cx: &mut Context<'_>,
+        msg: &MessageRef<'_, M>,
+    ) -> Poll<Result<(), Status>> {
+        if !stream.first_passed {
+            match self.first.poll_message(&call.0, &mut stream.first, cx, msg) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(status)) => {
+                    msg.ctx.mark_ended_by(self.first.name());
+                    return Poll::Ready(Err(status));
+                }
+                Poll::Ready(Ok(())) => stream.first_passed = true,
+            }
+        }
+        let result = match self.second.poll_message(&call.1, &mut stream.second, cx, msg) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(result) => result,
+        };
+        stream.first_passed = false;
+        Poll::Ready(result.inspect_err(|_| msg.ctx.mark_ended_by(self.second.name())))
+    }
+
+    fn poll_interrupt(
+        &self,
+        call: &Self::Call,
+        stream: &mut Self::Stream,
+        ctx: &CallContext,
+        cx: &mut Context<'_>,
+    ) -> Poll<Status> {
+        if let Poll::Ready(status) = self.first.poll_interrupt(&call.0, &mut stream.first, ctx, cx) {
+            ctx.mark_ended_by(self.first.name());
+            return Poll::Ready(status);
+        }
+        let status = std::task::ready!(self.second.poll_interrupt(&call.1, &mut stream.second, ctx, cx));
+        ctx.mark_ended_by(self.second.name());
+        Poll::Ready(status)
+    }
+
+    fn on_end(&self, call: &Self::Call, ctx: &CallContext) {
+        self.second.on_end(&call.1, ctx);
+        self.first.on_end(&call.0, ctx);
+    }
+}

@@ -1,0 +1,156 @@
+//! `Outbound<S>`: the handler's response stream as the client receives it.
+
+use std::{
+    fmt,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures_core::{Stream, TryStream};
+use pin_project_lite::pin_project;
+use tonic::Status;
+
+use crate::{__private::Tap, call::CallContext};
+
+pin_project! {
+    /// A response stream whose messages pass the method's interceptors before
+    /// they go to the client. It ends the call: OK at its end, the error it
+    /// yields, or CANCELLED when tonic drops it before its end because the
+    /// client went away.
+    ///
+    /// `#[intercept]` on an impl rewrites `type XStream = S;` into
+    /// `type XStream = Outbound<S>;` for you. With `#[intercept]` on the method
+    /// alone, write that rewrite yourself, or use a boxed stream type
+    /// (`BoxStream<T>`, `Pin<Box<dyn Stream<..> + Send>>`), which the wrapper
+    /// is boxed back into.
+    pub struct Outbound<S>
+    where
+        S: TryStream,
+    {
+        #[pin]
+        inner: S,
+        tap: Box<dyn Tap<S::Ok>>,
+        pending: Option<S::Ok>,
+        done: bool,
+    }
+}
+
+impl<S: TryStream> fmt::Debug for Outbound<S>
+where
+    S::Ok: 'static,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outbound")
+            .field("call", self.tap.context())
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: TryStream> Outbound<S>
+where
+    S::Ok: 'static,
+{
+    pub(crate) fn new(inner: S, tap: Box<dyn Tap<S::Ok>>) -> Self {
+        Outbound { inner, tap, pending: None, done: false }
+    }
+
+    /// The call this stream belongs to.
+    pub fn context(&self) -> &Arc<CallContext> {
+        self.tap.context()
+    }
+}
+
+impl<S> Stream for Outbound<S>
+where
+    S: TryStream<Error = Status>,
+    S::Ok: 'static,
+{
+    type Item = Result<S::Ok, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
+        let message = match this.pending.take() {
+            Some(message) => message,
+            None => match this.inner.try_poll_next(cx) {
+                Poll::Ready(Some(Ok(message))) => message,
+                Poll::Ready(Some(Err(status))) => {
+                    *this.done = true;
+                    return Poll::Ready(this.tap.end(Err(status)).map(Err));
+                }
+                Poll::Ready(None) => {
+                    *this.done = true;
+                    return Poll::Ready(this.tap.end(Ok(())).map(Err));
+                }
+                Poll::Pending => {
+                    return match this.tap.poll_interrupt(cx) {
+                        Poll::Ready(status) => {
+                            *this.done = true;
+                            Poll::Ready(this.tap.end(Err(status)).map(Err))
+                        }
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+            },
+        };
+        match this.tap.poll_message(cx, &message) {
+            Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(message))),
+            Poll::Ready(Err(status)) => {
+                *this.done = true;
+                Poll::Ready(this.tap.end(Err(status)).map(Err))
+            }
+            Poll::Pending => {
+                *this.pending = Some(message);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// A response stream type an intercepted handler may return: the handler body
+/// produces `Inner`, the client gets `Self`.
+#[diagnostic::on_unimplemented(
+    message = "`#[intercept]` cannot wrap the response stream type `{Self}`",
+    label = "the handler's declared stream type",
+    note = "put `#[intercept(..)]` on the impl block (above `#[tonic::async_trait]`): it rewrites `type XStream = S;` for you",
+    note = "or declare `type XStream = interceptor_runtime::Outbound<S>;`, or use a boxed stream (`tonic::codegen::BoxStream<T>`)"
+)]
+pub trait OutboundStream: Sized {
+    /// What the handler body returns.
+    type Inner;
+    /// The message type.
+    type Message: prost::Message + 'static;
+    #[doc(hidden)]
+    fn wrap(inner: Self::Inner, tap: Box<dyn Tap<Self::Message>>) -> Self;
+}
+
+impl<S> OutboundStream for Outbound<S>
+where
+    S: TryStream<Error = Status>,
+    S::Ok: prost::Message + 'static,
+{
+    type Inner = S;
+    type Message = S::Ok;
+    fn wrap(inner: S, tap: Box<dyn Tap<S::Ok>>) -> Self {
+        Outbound::new(inner, tap)
+    }
+}
+
+macro_rules! boxed_stream {
+    ($($bounds:tt)*) => {
+        impl<T: prost::Message + 'static> OutboundStream
+            for Pin<Box<dyn Stream<Item = Result<T, Status>> $($bounds)*>>
+        {
+            type Inner = Self;
+            type Message = T;
+            fn wrap(inner: Self, tap: Box<dyn Tap<T>>) -> Self {
+                Box::pin(Outbound::new(inner, tap))
+            }
+        }
+    };
+}
+boxed_stream!(+ Send + 'static);

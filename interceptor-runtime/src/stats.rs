@@ -1,0 +1,159 @@
+//! Per-method statistics that a program can snapshot, filled in by the
+//! `monitor` interceptor.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc, Mutex, OnceLock,
+    },
+    time::Duration,
+};
+
+use tonic::Code;
+
+use crate::call::{CallContext, MethodInfo, RpcKind};
+
+/// Running totals of one method.
+#[derive(Debug)]
+pub struct MethodStats {
+    info: MethodInfo,
+    started: AtomicU64,
+    finished: AtomicU64,
+    messages_received: AtomicU64,
+    bytes_received: AtomicU64,
+    messages_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    nanos: AtomicU64,
+    codes: [AtomicU64; 17],
+    ended_by: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// A copy of one method's totals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MethodSnapshot {
+    /// `/package.Service/Method`.
+    pub method: &'static str,
+    /// The RPC kind.
+    pub kind: RpcKind,
+    /// Calls started (including those an interceptor rejected before the handler).
+    pub started: u64,
+    /// Calls finished.
+    pub finished: u64,
+    /// Messages received from clients, and their encoded bytes.
+    pub messages_received: u64,
+    /// See `messages_received`.
+    pub bytes_received: u64,
+    /// Messages sent to clients, and their encoded bytes.
+    pub messages_sent: u64,
+    /// See `messages_sent`.
+    pub bytes_sent: u64,
+    /// Sum of the durations of finished calls.
+    pub total_duration: Duration,
+    /// Finished calls by final code, in code order; codes with no call left out.
+    pub codes: Vec<(Code, u64)>,
+    /// Calls ended by an interceptor, by its name.
+    pub ended_by: BTreeMap<&'static str, u64>,
+}
+
+impl MethodSnapshot {
+    /// Calls started and not finished.
+    pub fn in_flight(&self) -> u64 {
+        self.started - self.finished
+    }
+    /// Finished calls with this code.
+    pub fn code(&self, code: Code) -> u64 {
+        self.codes.iter().find(|(c, _)| *c == code).map_or(0, |(_, n)| *n)
+    }
+}
+
+impl MethodStats {
+    fn new(info: MethodInfo) -> Self {
+        MethodStats {
+            info,
+            started: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            messages_received: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            messages_sent: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            nanos: AtomicU64::new(0),
+            codes: Default::default(),
+            ended_by: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn record_start(&self) {
+        self.started.fetch_add(1, Relaxed);
+    }
+
+    /// Adds a finished call; `ctx.outcome()` must be set.
+    pub(crate) fn record_end(&self, ctx: &CallContext) {
+        let Some(outcome) = ctx.outcome() else { return };
+        let s = outcome.stats;
+        self.messages_received.fetch_add(s.messages_received, Relaxed);
+        self.bytes_received.fetch_add(s.bytes_received, Relaxed);
+        self.messages_sent.fetch_add(s.messages_sent, Relaxed);
+        self.bytes_sent.fetch_add(s.bytes_sent, Relaxed);
+        self.nanos.fetch_add(outcome.duration.as_nanos() as u64, Relaxed);
+        self.codes[outcome.code as usize].fetch_add(1, Relaxed);
+        if let Some(name) = outcome.ended_by {
+            *self.ended_by.lock().unwrap_or_else(|e| e.into_inner()).entry(name).or_default() += 1;
+        }
+        // Last, so that a snapshot that sees the call finished sees its counts.
+        self.finished.fetch_add(1, Relaxed);
+    }
+
+    /// A copy of the totals.
+    pub fn snapshot(&self) -> MethodSnapshot {
+        MethodSnapshot {
+            method: self.info.full_name,
+            kind: self.info.kind,
+            finished: self.finished.load(Relaxed),
+            started: self.started.load(Relaxed),
+            messages_received: self.messages_received.load(Relaxed),
+            bytes_received: self.bytes_received.load(Relaxed),
+            messages_sent: self.messages_sent.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            total_duration: Duration::from_nanos(self.nanos.load(Relaxed)),
+            codes: (0..17)
+                .filter_map(|i| {
+                    let n = self.codes[i].load(Relaxed);
+                    (n > 0).then(|| (Code::from_i32(i as i32), n))
+                })
+                .collect(),
+            ended_by: self.ended_by.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+}
+
+type Registry = Mutex<BTreeMap<&'static str, Arc<MethodStats>>>;
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// The totals of a method, created on first use.
+pub(crate) fn method_stats(info: &MethodInfo) -> Arc<MethodStats> {
+    let mut map = registry().lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(info.full_name).or_insert_with(|| Arc::new(MethodStats::new(info.clone()))).clone()
+}
+
+/// The totals of every monitored method that has had a call, by method name.
+pub fn snapshot() -> Vec<MethodSnapshot> {
+    let map = registry().lock().unwrap_or_else(|e| e.into_inner());
+    map.values().map(|m| m.snapshot()).collect()
+}
+
+/// The totals of one method (`/package.Service/Method`), if it had a call.
+pub fn method(full_name: &str) -> Option<MethodSnapshot> {
+    let map = registry().lock().unwrap_or_else(|e| e.into_inner());
+    map.get(full_name).map(|m| m.snapshot())
+}
+
+/// Intercepted calls whose state is still alive, over all methods: 0 once
+/// every call has ended and its streams are dropped. For leak checks.
+pub fn live_calls() -> usize {
+    crate::__private::LIVE_CALLS.load(Relaxed)
+}
