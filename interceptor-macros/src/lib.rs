@@ -1,3 +1,33 @@
+//! `#[intercept(..)]`: message-level interceptors for tonic handlers.
+//!
+//! Use it through `interceptor-runtime`, which re-exports it and holds the
+//! types the expansion calls; its documentation describes the attribute.
+//!
+//! - [`attr`]: the argument grammar, one `Parse` per rule.
+//! - [`handler`]: recognising a handler (as written, or as
+//!   `#[tonic::async_trait]` rewrote it) and its RPC kind.
+//! - [`expand`]: the code generated around the unchanged body.
+
+mod attr;
+mod expand;
+mod handler;
+
 use proc_macro::TokenStream;
+
+/// Wraps a tonic service's handlers, or one handler, with interceptors.
+///
+/// See `interceptor_runtime` for the grammar and what the expansion does.
 #[proc_macro_attribute]
-pub fn intercept(_a: TokenStream, i: TokenStream) -> TokenStream { i }
+pub fn intercept(args: TokenStream, item: TokenStream) -> TokenStream {
+    let original: proc_macro2::TokenStream = item.clone().into();
+    match expand::intercept(args.into(), item.into()) {
+        Ok(tokens) => tokens.into(),
+        // The item is kept as written so that its other errors (a missing
+        // trait method ...) do not pile onto this one.
+        Err(err) => {
+            let mut tokens = err.to_compile_error();
+            tokens.extend(original);
+            tokens.into()
+        }
+    }
+}

@@ -80,6 +80,11 @@ impl<'a, M> MessageRef<'a, M> {
 ///
 /// Interceptors are built once per method and shared by all its calls, so
 /// `&self` state (a shared limiter, a counter) is per method.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an interceptor",
+    label = "`with = ..` takes a value whose type implements `interceptor_runtime::Interceptor`",
+    note = "implement `interceptor_runtime::Interceptor` for `{Self}`"
+)]
 pub trait Interceptor: Send + Sync + 'static {
     /// State of one call, shared by both directions.
     type Call: Send + Sync + 'static;

@@ -40,6 +40,20 @@ use crate::{
 pub use crate::monitor::{Monitor, MonitorConfig};
 pub use std::time::Duration;
 
+/// Checks, where the user wrote `with = expr`, that `expr` is an interceptor.
+#[inline]
+pub fn interceptor<I: Interceptor>(interceptor: I) -> I {
+    interceptor
+}
+
+/// `my_crate::Guide<T>` → `"Guide"`: the service name used when the attribute
+/// sits on a single method and no `service = ..` is given.
+pub fn type_name_of<T: ?Sized>() -> &'static str {
+    let name = std::any::type_name::<T>();
+    let name = name.split('<').next().unwrap_or(name);
+    name.rsplit("::").next().unwrap_or(name)
+}
+
 /// Calls whose state is alive; see [`crate::stats::live_calls`].
 pub(crate) static LIVE_CALLS: AtomicUsize = AtomicUsize::new(0);
 
