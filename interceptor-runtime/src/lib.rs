@@ -44,8 +44,12 @@ mod interceptor;
 mod outbound;
 pub mod stats;
 
+#[cfg(feature = "budget")]
+pub mod budget;
 #[cfg(feature = "monitor")]
 pub mod monitor;
+#[cfg(feature = "rate")]
+pub mod rate;
 
 #[doc(hidden)]
 #[path = "private.rs"]

@@ -36,8 +36,12 @@ use crate::{
     interceptor::{Direction, Interceptor, MessageRef},
     outbound::OutboundStream,
 };
+#[cfg(feature = "budget")]
+pub use crate::budget::{Budget, BudgetConfig};
 #[cfg(feature = "monitor")]
 pub use crate::monitor::{Monitor, MonitorConfig};
+#[cfg(feature = "rate")]
+pub use crate::rate::{OnExceed, Rate, RateConfig, RateScope};
 pub use std::time::Duration;
 
 /// Checks, where the user wrote `with = expr`, that `expr` is an interceptor.
@@ -163,7 +167,7 @@ impl<I: Interceptor> Shared<I> {
 
     fn tap(self: &Arc<Self>, direction: Direction, owns_end: bool) -> DirTap<I> {
         DirTap {
-            state: self.method.interceptors.on_stream(&self.state, &self.ctx, direction),
+            state: Some(self.method.interceptors.on_stream(&self.state, &self.ctx, direction)),
             shared: self.clone(),
             direction,
             owns_end,
@@ -287,7 +291,9 @@ pub trait Tap<M>: Send + 'static {
 
 struct DirTap<I: Interceptor> {
     shared: Arc<Shared<I>>,
-    state: I::Stream,
+    /// Dropped as soon as the direction ends, so that nothing it holds (a
+    /// waiter in a shared limiter, a timer) outlives the stream's end.
+    state: Option<I::Stream>,
     direction: Direction,
     /// The outbound stream ends the call, also when dropped before its end.
     owns_end: bool,
@@ -295,11 +301,17 @@ struct DirTap<I: Interceptor> {
 }
 
 impl<I: Interceptor> DirTap<I> {
-    fn reject(&self, status: Status) -> Poll<Result<(), Status>> {
+    fn reject(&mut self, status: Status) -> Poll<Result<(), Status>> {
+        self.state = None;
         let ctx = &self.shared.ctx;
         ctx.mark_ended_by(self.shared.method.interceptors.name());
         ctx.terminate(&status);
         Poll::Ready(Err(status))
+    }
+
+    /// The status a direction that has already ended reports.
+    fn ended_status(&self) -> Status {
+        self.shared.ctx.terminal_status().cloned().unwrap_or_else(gone)
     }
 }
 
@@ -308,8 +320,10 @@ impl<I: Interceptor, M: prost::Message + 'static> Tap<M> for DirTap<I> {
     fn poll_message(&mut self, cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
         let ctx = &*self.shared.ctx;
         if let Some(status) = ctx.terminal_status() {
+            self.state = None;
             return Poll::Ready(Err(status.clone()));
         }
+        let Some(state) = &mut self.state else { return Poll::Ready(Err(self.ended_status())) };
         let counters = ctx.counters(self.direction);
         let view = MessageRef {
             ctx,
@@ -319,7 +333,7 @@ impl<I: Interceptor, M: prost::Message + 'static> Tap<M> for DirTap<I> {
             index: counters.messages.load(std::sync::atomic::Ordering::Relaxed),
         };
         let interceptors = &self.shared.method.interceptors;
-        match interceptors.poll_message(&self.shared.state, &mut self.state, cx, &view) {
+        match interceptors.poll_message(&self.shared.state, state, cx, &view) {
             Poll::Ready(Ok(())) => {
                 counters.add(view.encoded_len);
                 Poll::Ready(Ok(()))
@@ -327,7 +341,11 @@ impl<I: Interceptor, M: prost::Message + 'static> Tap<M> for DirTap<I> {
             Poll::Ready(Err(status)) => self.reject(status),
             Poll::Pending => match ctx.poll_terminated(self.direction, cx.waker()) {
                 // Ended while this message waited: stop waiting now.
-                Some(status) => Poll::Ready(Err(status.clone())),
+                Some(status) => {
+                    let status = status.clone();
+                    self.state = None;
+                    Poll::Ready(Err(status))
+                }
                 None => Poll::Pending,
             },
         }
@@ -336,10 +354,13 @@ impl<I: Interceptor, M: prost::Message + 'static> Tap<M> for DirTap<I> {
     fn poll_interrupt(&mut self, cx: &mut Context<'_>) -> Poll<Status> {
         let ctx = &*self.shared.ctx;
         if let Some(status) = ctx.poll_terminated(self.direction, cx.waker()) {
-            return Poll::Ready(status.clone());
+            let status = status.clone();
+            self.state = None;
+            return Poll::Ready(status);
         }
+        let Some(state) = &mut self.state else { return Poll::Ready(self.ended_status()) };
         let interceptors = &self.shared.method.interceptors;
-        match interceptors.poll_interrupt(&self.shared.state, &mut self.state, ctx, cx) {
+        match interceptors.poll_interrupt(&self.shared.state, state, ctx, cx) {
             Poll::Ready(status) => {
                 let _ = self.reject(status.clone());
                 Poll::Ready(status)
@@ -350,6 +371,7 @@ impl<I: Interceptor, M: prost::Message + 'static> Tap<M> for DirTap<I> {
 
     fn end(&mut self, result: Result<(), Status>) -> Option<Status> {
         self.ended = true;
+        self.state = None;
         if self.owns_end {
             self.shared.finalize(result).err()
         } else {
