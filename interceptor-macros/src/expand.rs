@@ -22,7 +22,7 @@ pub(crate) fn intercept(args: TokenStream, item: TokenStream) -> Result<TokenStr
         Item::Fn(f) => {
             let service = match &args.service {
                 Some(service) => quote!(#service),
-                None => quote!(::interceptor_runtime::__private::type_name_of::<Self>()),
+                None => quote!(__icpt::type_name_of::<Self>()),
             };
             let handler = handler::recognise(&f.sig, &f.block)?;
             expand_fn(&args, &service, &f.attrs, &f.vis, &f.sig, &f.block, &handler)
@@ -178,7 +178,7 @@ fn expand_fn(
     block: &Block,
     handler: &Handler,
 ) -> Result<TokenStream> {
-    let rt = quote!(::interceptor_runtime::__private);
+    let rt = quote!(__icpt);
     let chain = chain(&args.items)?;
     let method_name = proto_name(&sig.ident);
     let kind = Ident::new(handler.kind(), Span::call_site());
@@ -226,6 +226,7 @@ fn expand_fn(
         }
     };
     let core = quote! {
+        use ::interceptor_runtime::__private as __icpt;
         let __icpt_method = {
             static __ICPT_SLOT: #rt::Slot = #rt::Slot::new();
             __ICPT_SLOT.get_or_init(
@@ -260,19 +261,19 @@ fn chain(items: &[Interceptor]) -> Result<TokenStream> {
     let built = items.iter().map(interceptor).collect::<Result<Vec<_>>>()?;
     let mut iter = built.into_iter().rev();
     let Some(last) = iter.next() else { return Ok(quote!(())) };
-    Ok(iter.fold(last, |rest, first| quote!(::interceptor_runtime::__private::Chain::new(#first, #rest))))
+    Ok(iter.fold(last, |rest, first| quote!(__icpt::Chain::new(#first, #rest))))
 }
 
 fn interceptor(item: &Interceptor) -> Result<TokenStream> {
-    let rt = quote!(::interceptor_runtime::__private);
+    let rt = quote!(__icpt);
     Ok(match item {
         Interceptor::Monitor(m) => {
-            feature(&m.name, cfg!(feature = "monitor"))?;
+            feature(&m.name, cfg!(any(test, feature = "monitor")))?;
             let warn_size = opt_int(m.warn_size);
             quote_spanned!(m.name.span()=> #rt::Monitor::new(#rt::MonitorConfig { warn_size: #warn_size }))
         }
         Interceptor::Rate(r) => {
-            feature(&r.name, cfg!(feature = "rate"))?;
+            feature(&r.name, cfg!(any(test, feature = "rate")))?;
             let (recv, send, burst) = (opt_int(r.recv), opt_int(r.send), opt_int(r.burst));
             let scope = Ident::new(if r.per_method { "Method" } else { "Stream" }, r.name.span());
             let on_exceed = Ident::new(if r.reject { "Reject" } else { "Wait" }, r.name.span());
@@ -284,7 +285,7 @@ fn interceptor(item: &Interceptor) -> Result<TokenStream> {
             }
         }
         Interceptor::Budget(b) => {
-            feature(&b.name, cfg!(feature = "budget"))?;
+            feature(&b.name, cfg!(any(test, feature = "budget")))?;
             let (messages, bytes, streams) = (opt_int(b.messages), opt_int(b.bytes), opt_int(b.streams));
             let (duration, idle) = (opt_duration(b.duration), opt_duration(b.idle));
             quote_spanned! {b.name.span()=>
@@ -299,7 +300,7 @@ fn interceptor(item: &Interceptor) -> Result<TokenStream> {
 
 /// A user's interceptor, checked to implement the trait where it is written.
 fn with(expr: &Expr) -> TokenStream {
-    quote_spanned!(expr.span()=> ::interceptor_runtime::__private::interceptor(#expr))
+    quote_spanned!(expr.span()=> __icpt::interceptor(#expr))
 }
 
 fn feature(name: &Ident, enabled: bool) -> Result<()> {

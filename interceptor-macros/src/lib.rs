@@ -31,3 +31,6 @@ pub fn intercept(args: TokenStream, item: TokenStream) -> TokenStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

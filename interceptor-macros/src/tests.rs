@@ -1,0 +1,150 @@
+//! Expansion snapshots: what `cargo expand` shows for each RPC kind and
+//! position, kept short and readable. Review a change with `cargo insta review`
+//! (or `INSTA_UPDATE=always cargo test -p interceptor-macros` and `git diff`).
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+fn expand(args: TokenStream, item: TokenStream) -> String {
+    let tokens = crate::expand::intercept(args, item).unwrap_or_else(|e| e.to_compile_error());
+    let file: syn::File = syn::parse2(tokens).expect("the expansion parses as items");
+    prettyplease::unparse(&file)
+}
+
+macro_rules! snapshot {
+    ($expansion:expr) => {
+        insta::with_settings!({ omit_expression => true, prepend_module_to_snapshot => false }, {
+            insta::assert_snapshot!($expansion);
+        })
+    };
+}
+
+#[test]
+fn impl_position_all_kinds() {
+    snapshot!(expand(
+        quote!(monitor),
+        quote! {
+            #[tonic::async_trait]
+            impl route_guide_server::RouteGuide for Guide {
+                async fn get_feature(&self, request: Request<Point>) -> Result<Response<Feature>, Status> {
+                    Ok(Response::new(Feature::default()))
+                }
+
+                type ListFeaturesStream = ReceiverStream<Result<Feature, Status>>;
+
+                async fn list_features(&self, request: Request<Rectangle>)
+                    -> Result<Response<Self::ListFeaturesStream>, Status> {
+                    let (tx, rx) = mpsc::channel(4);
+                    Ok(Response::new(ReceiverStream::new(rx)))
+                }
+
+                #[intercept(budget(messages = 1000, duration = "30s"))]
+                async fn record_route(&self, request: Request<Streaming<Point>>)
+                    -> Result<Response<RouteSummary>, Status> {
+                    let mut stream = request.into_inner();
+                    while let Some(point) = stream.message().await? {}
+                    Ok(Response::new(RouteSummary::default()))
+                }
+
+                type RouteChatStream = Pin<Box<dyn Stream<Item = Result<RouteNote, Status>> + Send + 'static>>;
+
+                #[intercept(rate = 10)]
+                async fn route_chat(&self, request: Request<Streaming<RouteNote>>)
+                    -> Result<Response<Self::RouteChatStream>, Status> {
+                    Ok(Response::new(Box::pin(request.into_inner()) as Self::RouteChatStream))
+                }
+            }
+        }
+    ));
+}
+
+/// What `#[tonic::async_trait]` hands an attribute written below it.
+#[test]
+fn method_position_unary_after_async_trait() {
+    snapshot!((expand(
+        quote!(monitor, service = "routeguide.RouteGuide"),
+        quote! {
+            fn get_feature<'life0, 'async_trait>(&'life0 self, request: Request<Point>)
+                -> ::core::pin::Pin<Box<dyn ::core::future::Future<Output = Result<Response<Feature>, Status>>
+                    + ::core::marker::Send + 'async_trait>>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(async move {
+                    if let ::core::option::Option::Some(__ret) = ::core::option::Option::None::<Result<Response<Feature>, Status>> {
+                        #[allow(unreachable_code)]
+                        return __ret;
+                    }
+                    let __self = self;
+                    let request = request;
+                    let __ret: Result<Response<Feature>, Status> = {
+                        Ok(Response::new(Feature::default()))
+                    };
+                    #[allow(unreachable_code)]
+                    __ret
+                })
+            }
+        }
+    )));
+}
+
+#[test]
+fn method_position_bidi_after_async_trait() {
+    snapshot!((expand(
+        quote!(monitor, rate(recv = 100, send = 50, on_exceed = reject)),
+        quote! {
+            fn route_chat<'life0, 'async_trait>(&'life0 self, request: Request<Streaming<RouteNote>>)
+                -> ::core::pin::Pin<Box<dyn ::core::future::Future<Output = Result<Response<Self::RouteChatStream>, Status>>
+                    + ::core::marker::Send + 'async_trait>>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(async move {
+                    if let ::core::option::Option::Some(__ret) = ::core::option::Option::None::<Result<Response<Self::RouteChatStream>, Status>> {
+                        #[allow(unreachable_code)]
+                        return __ret;
+                    }
+                    let __self = self;
+                    let request = request;
+                    let __ret: Result<Response<Self::RouteChatStream>, Status> = {
+                        Ok(Response::new(Box::pin(request.into_inner()) as Self::RouteChatStream))
+                    };
+                    #[allow(unreachable_code)]
+                    __ret
+                })
+            }
+        }
+    )));
+}
+
+/// A trait with native `async fn` methods: the attribute alone on the method.
+#[test]
+fn method_position_server_streaming_async_fn() {
+    snapshot!((expand(
+        quote!(monitor(warn_size = "1MiB")),
+        quote! {
+            async fn list_features(&self, request: Request<Rectangle>)
+                -> Result<Response<Self::ListFeaturesStream>, Status> {
+                let (tx, rx) = mpsc::channel(4);
+                Ok(Response::new(ReceiverStream::new(rx)))
+            }
+        }
+    )));
+}
+
+#[test]
+fn method_position_client_streaming_with_user_interceptor() {
+    snapshot!((expand(
+        quote!(budget = 100, with = AuthCheck::new("secret"), monitor),
+        quote! {
+            async fn record_route(&self, request: Request<Streaming<Point>>)
+                -> Result<Response<RouteSummary>, Status> {
+                let mut stream = request.into_inner();
+                while let Some(point) = stream.message().await? {}
+                Ok(Response::new(RouteSummary::default()))
+            }
+        }
+    )));
+}
