@@ -13,6 +13,8 @@ use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+pub mod checks;
+
 /// The generated messages, client and server.
 pub mod pb {
     tonic::include_proto!("routeguide");
@@ -193,6 +195,21 @@ route_guide! {
     /// The same service without interceptors.
     PlainGuide,
     impl: [],
+    method: [],
+    route_chat: [],
+    list_features_stream: ReceiverStream<Result<Feature, Status>>,
+}
+
+route_guide! {
+    /// The service behind a bearer token, with its notes validated: both
+    /// checks are user interceptors ([`checks`]) added with `with = ..`.
+    SecureGuide,
+    impl: [#[interceptor_runtime::intercept(
+        monitor,
+        with = checks::TokenCheck::bearer("secret"),
+        with = checks::NoteValidator::default(),
+        service = "routeguide.SecureRouteGuide",
+    )]],
     method: [],
     route_chat: [],
     list_features_stream: ReceiverStream<Result<Feature, Status>>,

@@ -58,6 +58,15 @@ impl<'a, M> MessageRef<'a, M> {
     pub fn call(&self) -> &'a CallContext {
         self.ctx
     }
+
+    /// The message as a `T`, when it is one: a generic hook's way to look at
+    /// the messages of one type.
+    pub fn downcast<T: 'static>(&self) -> Option<&'a T>
+    where
+        M: 'static,
+    {
+        (self.message as &dyn std::any::Any).downcast_ref()
+    }
 }
 
 /// A message-level interceptor for tonic calls.
@@ -264,5 +273,105 @@ impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
     fn on_end(&self, call: &Self::Call, ctx: &CallContext) {
         self.second.on_end(&call.1, ctx);
         self.first.on_end(&call.0, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::call::{MethodInfo, RpcKind};
+
+    /// Logs every hook as `name:hook`; `pending` makes its message hook wait
+    /// once, `reject_start` makes `on_start` fail.
+    struct Log {
+        name: &'static str,
+        log: Arc<Mutex<Vec<String>>>,
+        pending: bool,
+        reject_start: bool,
+    }
+
+    impl Log {
+        fn new(name: &'static str, log: &Arc<Mutex<Vec<String>>>) -> Self {
+            Log { name, log: log.clone(), pending: false, reject_start: false }
+        }
+        fn push(&self, hook: &str) {
+            self.log.lock().unwrap().push(format!("{}:{hook}", self.name));
+        }
+    }
+
+    impl Interceptor for Log {
+        type Call = ();
+        type Stream = bool;
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn on_start(&self, _: &CallContext, _: &MetadataMap) -> Result<(), Status> {
+            self.push("start");
+            if self.reject_start {
+                return Err(Status::unauthenticated("no"));
+            }
+            Ok(())
+        }
+        fn on_stream(&self, _: &(), _: &CallContext, _: Direction) -> bool {
+            self.pending
+        }
+        fn poll_message<M: prost::Message + 'static>(
+            &self,
+            _: &(),
+            waits: &mut bool,
+            _: &mut Context<'_>,
+            _: &MessageRef<'_, M>,
+        ) -> Poll<Result<(), Status>> {
+            self.push("message");
+            if std::mem::take(waits) {
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(()))
+        }
+        fn on_end(&self, _: &(), ctx: &CallContext) {
+            self.push(&format!("end {:?}", ctx.outcome().map(|o| o.code)));
+        }
+    }
+
+    fn ctx() -> CallContext {
+        let info = Box::leak(Box::new(MethodInfo::new("test.Svc", "M", RpcKind::Bidi)));
+        CallContext::new(info, None)
+    }
+
+    #[test]
+    fn hooks_run_in_the_order_written_and_end_unwinds() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut second = Log::new("b", &log);
+        second.pending = true;
+        let chain = Chain::new(Log::new("a", &log), second);
+        let ctx = ctx();
+        let call = chain.on_start(&ctx, &MetadataMap::new()).unwrap();
+        let mut stream = chain.on_stream(&call, &ctx, Direction::Inbound);
+        let msg = MessageRef { ctx: &ctx, direction: Direction::Inbound, message: &(), encoded_len: 0, index: 0 };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(chain.poll_message(&call, &mut stream, &mut cx, &msg).is_pending());
+        // Polled again, only the one that waited runs again.
+        assert!(matches!(chain.poll_message(&call, &mut stream, &mut cx, &msg), Poll::Ready(Ok(()))));
+        ctx.set_outcome(&Ok(()));
+        chain.on_end(&call, &ctx);
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["a:start", "b:start", "a:message", "b:message", "b:message", "b:end Some(Ok)", "a:end Some(Ok)"]
+        );
+    }
+
+    #[test]
+    fn a_rejected_start_ends_the_ones_that_started() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut second = Log::new("b", &log);
+        second.reject_start = true;
+        let chain = Chain::new(Log::new("a", &log), Chain::new(second, Log::new("c", &log)));
+        let ctx = ctx();
+        let status = chain.on_start(&ctx, &MetadataMap::new()).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert_eq!(*log.lock().unwrap(), ["a:start", "b:start", "a:end Some(Unauthenticated)"]);
+        assert_eq!(ctx.outcome().unwrap().ended_by, Some("b"));
     }
 }
