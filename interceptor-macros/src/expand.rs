@@ -258,8 +258,15 @@ fn expand_fn(
 
 /// The interceptors, in the order written: `Chain::new(a, Chain::new(b, c))`.
 fn chain(items: &[Interceptor]) -> Result<TokenStream> {
-    let built = items.iter().map(interceptor).collect::<Result<Vec<_>>>()?;
-    let mut iter = built.into_iter().rev();
+    // Every interceptor that cannot be built is reported, not just the first.
+    let (built, errors): (Vec<_>, Vec<_>) = items.iter().map(interceptor).partition(Result::is_ok);
+    if let Some(error) = errors.into_iter().filter_map(Result::err).reduce(|mut all, e| {
+        all.combine(e);
+        all
+    }) {
+        return Err(error);
+    }
+    let mut iter = built.into_iter().filter_map(Result::ok).rev();
     let Some(last) = iter.next() else { return Ok(quote!(())) };
     Ok(iter.fold(last, |rest, first| quote!(__icpt::Chain::new(#first, #rest))))
 }
