@@ -1,0 +1,181 @@
+//! User interceptors end to end: a token check rejects before the handler
+//! runs, a validator ends a stream mid-way, and a handler reaches its call's
+//! context (live stats, a cancellation signal for the work it spawned).
+
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use interceptor_examples::{
+    pb::{
+        route_guide_client::RouteGuideClient,
+        route_guide_server::{RouteGuide, RouteGuideServer},
+        Feature, Point, Rectangle, RouteNote, RouteSummary,
+    },
+    SecureGuide,
+};
+use interceptor_runtime::{intercept, stats, CallContext};
+use tokio::sync::mpsc;
+use tokio_stream::{wrappers::TcpListenerStream, Stream};
+use tonic::{transport::Channel, Code, Request, Response, Status, Streaming};
+
+async fn serve<S: RouteGuide>(service: S) -> RouteGuideClient<Channel> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(RouteGuideServer::new(service))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    RouteGuideClient::connect(format!("http://{addr}")).await.unwrap()
+}
+
+fn with_token<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("authorization", "Bearer secret".parse().unwrap());
+    request
+}
+
+fn note(text: &str) -> RouteNote {
+    RouteNote { location: Some(Point { latitude: 1, longitude: 2 }), message: text.to_owned() }
+}
+
+#[tokio::test]
+async fn a_missing_or_bad_token_is_unauthenticated_before_the_handler_runs() {
+    let mut client = serve(SecureGuide::default()).await;
+    let point = Point { latitude: 3, longitude: 4 };
+
+    let missing = client.get_feature(point).await.unwrap_err();
+    assert_eq!(missing.code(), Code::Unauthenticated);
+    assert_eq!(missing.message(), "missing `authorization: Bearer <token>` metadata");
+
+    let mut wrong = Request::new(tokio_stream::iter(vec![note("hi")]));
+    wrong.metadata_mut().insert("authorization", "Bearer guess".parse().unwrap());
+    let status = client.route_chat(wrong).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(status.message(), "the bearer token is not valid");
+
+    let ok = client.get_feature(with_token(point)).await.unwrap().into_inner();
+    assert_eq!(ok.name, "feature at 3,4");
+
+    // monitor runs first, so it saw both rejections; no message reached a handler.
+    let unary = stats::method("/routeguide.SecureRouteGuide/GetFeature").unwrap();
+    assert_eq!((unary.code(Code::Unauthenticated), unary.code(Code::Ok)), (1, 1));
+    assert_eq!(unary.ended_by.get("token_check"), Some(&1));
+    assert_eq!((unary.messages_received, unary.messages_sent), (1, 1), "only the authorised call counts");
+    // (RouteChat's totals are shared with the validator test; its rejection is ours.)
+    let chat = stats::method("/routeguide.SecureRouteGuide/RouteChat").unwrap();
+    assert_eq!((chat.code(Code::Unauthenticated), chat.ended_by.get("token_check")), (1, Some(&1)));
+}
+
+#[tokio::test]
+async fn a_bad_message_ends_the_stream_with_invalid_argument() {
+    let mut client = serve(SecureGuide::default()).await;
+    let (tx, rx) = mpsc::channel(4);
+    let mut replies = client
+        .route_chat(with_token(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(note("first")).await.unwrap();
+    assert_eq!(replies.message().await.unwrap().unwrap().message, "first");
+    tx.send(note("")).await.unwrap();
+    let status = replies.message().await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), "note #2 has an empty message");
+
+    let chat = stats::method("/routeguide.SecureRouteGuide/RouteChat").unwrap();
+    assert_eq!(chat.code(Code::InvalidArgument), 1);
+    assert_eq!(chat.ended_by.get("note_validator"), Some(&1));
+}
+
+static HANDLER_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// Handlers that report what they see of their call.
+#[derive(Default)]
+struct Introspect;
+
+#[intercept(monitor, with = interceptor_examples::checks::TokenCheck::bearer("secret"), service = "test.Introspect")]
+#[tonic::async_trait]
+impl RouteGuide for Introspect {
+    /// Names the call it belongs to.
+    async fn get_feature(&self, request: Request<Point>) -> Result<Response<Feature>, Status> {
+        HANDLER_RUNS.fetch_add(1, Ordering::SeqCst);
+        let ctx = CallContext::of(&request).ok_or_else(|| Status::internal("no call context"))?;
+        let stats = ctx.stats();
+        Ok(Response::new(Feature {
+            name: format!("{} received={} peer={}", ctx.method().full_name, stats.messages_received, ctx.peer().is_some()),
+            location: None,
+        }))
+    }
+
+    type ListFeaturesStream = Pin<Box<dyn Stream<Item = Result<Feature, Status>> + Send>>;
+
+    /// Streams until the client goes away; a spawned worker stops on the
+    /// call's cancellation signal and reports it through the rectangle's
+    /// `lo.latitude`-th channel.
+    async fn list_features(&self, request: Request<Rectangle>) -> Result<Response<Self::ListFeaturesStream>, Status> {
+        HANDLER_RUNS.fetch_add(1, Ordering::SeqCst);
+        let ctx = CallContext::of(&request).ok_or_else(|| Status::internal("no call context"))?;
+        tokio::spawn(async move {
+            ctx.cancelled().cancelled().await;
+            let code = ctx.outcome().map(|o| o.code);
+            CANCELLED.lock().await.as_ref().unwrap().send(code).await.unwrap();
+        });
+        let ticks = tokio_stream::StreamExt::map(tokio_stream::iter(0..), |i| {
+            Ok(Feature { name: format!("tick {i}"), location: None })
+        });
+        let ticks = tokio_stream::StreamExt::throttle(ticks, Duration::from_millis(5));
+        Ok(Response::new(Box::pin(ticks)))
+    }
+
+    async fn record_route(&self, request: Request<Streaming<Point>>) -> Result<Response<RouteSummary>, Status> {
+        HANDLER_RUNS.fetch_add(1, Ordering::SeqCst);
+        let mut points = request.into_inner();
+        let mut summary = RouteSummary::default();
+        while points.message().await?.is_some() {
+            summary.point_count += 1;
+            // The inbound stream carries the same context, with live counts.
+            summary.feature_count = points.context().stats().messages_received as i32;
+        }
+        Ok(Response::new(summary))
+    }
+
+    type RouteChatStream = Pin<Box<dyn Stream<Item = Result<RouteNote, Status>> + Send>>;
+
+    async fn route_chat(&self, request: Request<Streaming<RouteNote>>) -> Result<Response<Self::RouteChatStream>, Status> {
+        HANDLER_RUNS.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(Box::pin(request.into_inner())))
+    }
+}
+
+static CANCELLED: tokio::sync::Mutex<Option<mpsc::Sender<Option<Code>>>> = tokio::sync::Mutex::const_new(None);
+
+#[tokio::test]
+async fn the_handler_reaches_its_call_context_and_its_cancellation() {
+    let (tx, mut cancelled) = mpsc::channel(1);
+    *CANCELLED.lock().await = Some(tx);
+    let mut client = serve(Introspect).await;
+
+    let before = HANDLER_RUNS.load(Ordering::SeqCst);
+    let denied = client.get_feature(Point::default()).await.unwrap_err();
+    assert_eq!(denied.code(), Code::Unauthenticated);
+    assert_eq!(HANDLER_RUNS.load(Ordering::SeqCst), before, "the handler must not run");
+
+    let named = client.get_feature(with_token(Point::default())).await.unwrap().into_inner();
+    assert_eq!(named.name, "/test.Introspect/GetFeature received=1 peer=true");
+
+    let route = tokio_stream::iter((0..5).map(|i| Point { latitude: i, longitude: i }));
+    let summary = client.record_route(with_token(route)).await.unwrap().into_inner();
+    assert_eq!((summary.point_count, summary.feature_count), (5, 5));
+
+    // The client drops a server stream mid-way: the spawned worker hears of it.
+    let mut ticks = client.list_features(with_token(Rectangle::default())).await.unwrap().into_inner();
+    assert!(ticks.message().await.unwrap().is_some());
+    drop(ticks);
+    let code = tokio::time::timeout(Duration::from_secs(10), cancelled.recv()).await.expect("the signal fires");
+    assert_eq!(code, Some(Some(Code::Cancelled)));
+}
