@@ -84,10 +84,10 @@ fn expand_impl(args: Args, mut imp: ItemImpl) -> Result<TokenStream> {
                 continue;
             }
         };
+        // Every fn of a tonic service impl is a handler: one that does not
+        // look like one is an error, never silently left unintercepted.
         let handler = match handler::recognise(&f.sig, &f.block) {
             Ok(h) => h,
-            // The impl's attribute applies to the handlers; other fns stay.
-            Err(_) if own.is_none() => continue,
             Err(e) => {
                 errors.push(e);
                 continue;
@@ -182,7 +182,14 @@ fn expand_fn(
     let chain = chain(&args.items)?;
     let method_name = proto_name(&sig.ident);
     let kind = Ident::new(handler.kind(), Span::call_site());
-    let request = &handler.request;
+    // The parameter is renamed; the user's pattern is bound to the wrapped
+    // request, so `request`, `mut request` and `_` all work.
+    let request = Ident::new("__icpt_request", Span::call_site());
+    let pattern = &handler.request;
+    let mut sig = sig.clone();
+    if let Some(syn::FnArg::Typed(arg)) = sig.inputs.iter_mut().nth(1) {
+        *arg.pat = parse_quote!(#request);
+    }
     let output = &handler.output;
     // The handler body produces the stream it always did; the client gets
     // `OutboundStream::wrap` of it.
@@ -191,10 +198,10 @@ fn expand_fn(
         None => output.clone(),
     };
     let inbound = if handler.client_streaming {
-        quote!(let #request = __icpt_call.inbound(#request);)
+        quote!(let #pattern = __icpt_call.inbound(#request);)
     } else {
         quote! {
-            let #request = match __icpt_call.recv_unary(#request).await {
+            let #pattern = match __icpt_call.recv_unary(#request).await {
                 ::core::result::Result::Ok(request) => request,
                 ::core::result::Result::Err(status) => return ::core::result::Result::Err(status),
             };

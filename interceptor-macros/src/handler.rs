@@ -13,8 +13,8 @@
 //! ```
 
 use syn::{
-    spanned::Spanned, Block, Error, Expr, FnArg, GenericArgument, Ident, Pat, PathArguments, Result, ReturnType,
-    Signature, Stmt, Type, TypeParamBound,
+    spanned::Spanned, Block, Error, Expr, FnArg, GenericArgument, Pat, PathArguments, Result, ReturnType, Signature,
+    Stmt, Type, TypeParamBound,
 };
 
 const SHAPE: &str = "expected a tonic handler: \
@@ -22,8 +22,8 @@ const SHAPE: &str = "expected a tonic handler: \
 
 /// A recognised handler.
 pub(crate) struct Handler {
-    /// The `request` parameter's name.
-    pub(crate) request: Ident,
+    /// The request parameter's pattern (`request`, `mut request`, `_` ...).
+    pub(crate) request: Pat,
     /// `Request<Streaming<T>>` rather than `Request<T>`.
     pub(crate) client_streaming: bool,
     /// `Some(Y)` for `Response<Y>` where `Y` is a stream type.
@@ -93,12 +93,7 @@ pub(crate) fn recognise(sig: &Signature, block: &Block) -> Result<Handler> {
     if let Some(extra) = inputs.next() {
         return Err(Error::new(extra.span(), format!("{SHAPE}; a handler takes exactly one request")));
     }
-    let name = match &*request.pat {
-        Pat::Ident(p) => p.ident.clone(),
-        other => {
-            return Err(Error::new(other.span(), "name the request parameter (`request: Request<T>`); a pattern cannot be rebound"))
-        }
-    };
+    let name = (*request.pat).clone();
     let body = generic_of(&request.ty, "Request")
         .ok_or_else(|| Error::new(request.ty.span(), format!("{SHAPE}; the request must be a `tonic::Request<T>`")))?;
     let client_streaming = generic_of(body, "Streaming").is_some();
