@@ -1,10 +1,14 @@
 //! Starts the intercepted routeguide server on 127.0.0.1, drives every method
-//! with a tonic client, and prints the per-method stats `monitor` collected.
+//! with a tonic client, prints the per-method stats `monitor` collected, and
+//! serves them as Prometheus text over HTTP on a loopback port.
 //!
 //! `cargo run --example demo` (set `RUST_LOG=info` to see each call's span and
-//! end event).
+//! end event; add `-- --serve` to keep the servers up for `curl`).
 
 use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use interceptor_examples::{
     pb::{route_guide_client::RouteGuideClient, route_guide_server::RouteGuideServer, Point, Rectangle, RouteNote},
@@ -19,6 +23,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
+
+    // The recorder goes in before the first call: monitor makes its metric
+    // handles then.
+    // Buckets make the histograms Prometheus histograms (with `_bucket`
+    // series, as gRPC dashboards query them) rather than summaries.
+    let prometheus = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("grpc_server_handling_seconds".into()),
+            &[0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0],
+        )?
+        .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), &[64.0, 1024.0, 16384.0, 262144.0, 4194304.0])?
+        .install_recorder()?;
+    let metrics_addr = serve_metrics(prometheus).await?;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -35,10 +52,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut client = RouteGuideClient::new(Channel::from_shared(format!("http://{addr}"))?.connect().await?);
     drive(&mut client).await?;
 
+    print_table();
+    println!("\nA scrape of http://{metrics_addr}/metrics (the grpc_server_ lines for RouteChat):");
+    for line in scrape(metrics_addr).await?.lines() {
+        if line.starts_with("grpc_server_") && line.contains("RouteChat") && !line.contains("_bucket{") {
+            println!("  {line}");
+        }
+    }
+
+    if std::env::args().any(|a| a == "--serve") {
+        println!("\nserving gRPC on {addr} and metrics on http://{metrics_addr}/metrics; Ctrl-C to stop");
+        tokio::signal::ctrl_c().await?;
+    }
     let _ = stop.send(());
     server.await??;
-    print_table();
     Ok(())
+}
+
+/// Serves the Prometheus text on a loopback port of its own.
+async fn serve_metrics(prometheus: PrometheusHandle) -> std::io::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route("/metrics", axum::routing::get(move || async move { prometheus.render() }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+/// `GET /metrics` over plain HTTP/1.0, as a scraper does.
+async fn scrape(addr: std::net::SocketAddr) -> std::io::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response.split_once("\r\n\r\n").map_or(response.clone(), |(_, body)| body.to_owned()))
 }
 
 /// Calls every method: a few unary calls (one of them an error), a server

@@ -79,7 +79,8 @@ impl<'a, M> MessageRef<'a, M> {
 ///    that direction owns alone ([`Self::Stream`]): no lock is needed for it.
 /// 3. [`poll_message`](Self::poll_message) (or the simpler
 ///    [`on_message`](Self::on_message)) for every message in each direction,
-///    before the handler or the client gets it: may wait, may reject.
+///    before the handler or the client gets it: may wait, may reject; then
+///    [`on_delivered`](Self::on_delivered) once every interceptor let it pass.
 ///    [`poll_interrupt`](Self::poll_interrupt) while a direction is idle, for
 ///    timers.
 /// 4. [`on_end`](Self::on_end) exactly once, with the final status and stats.
@@ -134,6 +135,18 @@ pub trait Interceptor: Send + Sync + 'static {
     ) -> Poll<Result<(), Status>> {
         let _ = cx;
         Poll::Ready(self.on_message(call, stream, msg))
+    }
+
+    /// Called once a message has passed every interceptor of the call, just
+    /// before the handler or the client gets it: where an observer counts
+    /// what was actually delivered. The default does nothing.
+    fn on_delivered<M: prost::Message + 'static>(
+        &self,
+        call: &Self::Call,
+        stream: &mut Self::Stream,
+        msg: &MessageRef<'_, M>,
+    ) {
+        let _ = (call, stream, msg);
     }
 
     /// Polled while a direction waits for its next message; `Ready(status)`
@@ -252,6 +265,17 @@ impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
         };
         stream.first_passed = false;
         Poll::Ready(result.inspect_err(|_| msg.ctx.mark_ended_by(self.second.name())))
+    }
+
+    #[inline]
+    fn on_delivered<M: prost::Message + 'static>(
+        &self,
+        call: &Self::Call,
+        stream: &mut Self::Stream,
+        msg: &MessageRef<'_, M>,
+    ) {
+        self.first.on_delivered(&call.0, &mut stream.first, msg);
+        self.second.on_delivered(&call.1, &mut stream.second, msg);
     }
 
     fn poll_interrupt(

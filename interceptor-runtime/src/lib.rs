@@ -46,6 +46,9 @@ pub mod stats;
 
 #[cfg(feature = "budget")]
 pub mod budget;
+#[cfg(feature = "metrics")]
+#[path = "metrics_export.rs"]
+pub mod metrics;
 #[cfg(feature = "monitor")]
 pub mod monitor;
 #[cfg(feature = "rate")]

@@ -1,5 +1,7 @@
 //! `monitor`: per-call counts, a tracing span and end event, a warning for
-//! large messages, and per-method totals in [`crate::stats`].
+//! large messages, and per-method totals in [`crate::stats`]. With the
+//! `metrics` feature it also exports through the `metrics` facade, under the
+//! names gRPC dashboards expect (see [`crate::metrics`]).
 
 use std::sync::{Arc, OnceLock};
 
@@ -24,13 +26,21 @@ pub struct MonitorConfig {
 #[derive(Debug, Default)]
 pub struct Monitor {
     config: MonitorConfig,
-    stats: OnceLock<Arc<MethodStats>>,
+    method: OnceLock<Arc<PerMethod>>,
+}
+
+/// What a monitor keeps for its method, made on the first call.
+#[derive(Debug)]
+struct PerMethod {
+    stats: Arc<MethodStats>,
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::MethodMetrics,
 }
 
 impl Monitor {
     /// A monitor with these options.
     pub fn new(config: MonitorConfig) -> Self {
-        Monitor { config, stats: OnceLock::new() }
+        Monitor { config, method: OnceLock::new() }
     }
 }
 
@@ -38,7 +48,7 @@ impl Monitor {
 #[derive(Debug)]
 pub struct MonitorCall {
     span: Span,
-    stats: Arc<MethodStats>,
+    method: Arc<PerMethod>,
 }
 
 impl MonitorCall {
@@ -58,8 +68,19 @@ impl Interceptor for Monitor {
 
     fn on_start(&self, ctx: &CallContext, _: &MetadataMap) -> Result<MonitorCall, Status> {
         let info = ctx.method();
-        let stats = self.stats.get_or_init(|| stats::method_stats(info)).clone();
-        stats.record_start();
+        let method = self
+            .method
+            .get_or_init(|| {
+                Arc::new(PerMethod {
+                    stats: stats::method_stats(info),
+                    #[cfg(feature = "metrics")]
+                    metrics: crate::metrics::MethodMetrics::new(info),
+                })
+            })
+            .clone();
+        method.stats.record_start();
+        #[cfg(feature = "metrics")]
+        method.metrics.started();
         let span = tracing::info_span!(
             "grpc.call",
             rpc.method = info.full_name,
@@ -69,7 +90,7 @@ impl Interceptor for Monitor {
         if let Some(peer) = ctx.peer() {
             span.record("net.peer", tracing::field::display(peer));
         }
-        Ok(MonitorCall { span, stats })
+        Ok(MonitorCall { span, method })
     }
 
     fn on_stream(&self, _: &MonitorCall, _: &CallContext, _: Direction) {}
@@ -95,8 +116,16 @@ impl Interceptor for Monitor {
         Ok(())
     }
 
+    #[cfg(feature = "metrics")]
+    #[inline]
+    fn on_delivered<M: prost::Message + 'static>(&self, call: &MonitorCall, _: &mut (), msg: &MessageRef<'_, M>) {
+        call.method.metrics.message(msg.direction(), msg.encoded_len());
+    }
+
     fn on_end(&self, call: &MonitorCall, ctx: &CallContext) {
-        call.stats.record_end(ctx);
+        call.method.stats.record_end(ctx);
+        #[cfg(feature = "metrics")]
+        call.method.metrics.handled(ctx);
         let Some(outcome) = ctx.outcome() else { return };
         let s = outcome.stats;
         tracing::info!(

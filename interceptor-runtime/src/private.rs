@@ -335,6 +335,7 @@ impl<I: Interceptor, M: prost::Message + 'static> Tap<M> for DirTap<I> {
         let interceptors = &self.shared.method.interceptors;
         match interceptors.poll_message(&self.shared.state, state, cx, &view) {
             Poll::Ready(Ok(())) => {
+                interceptors.on_delivered(&self.shared.state, state, &view);
                 counters.add(view.encoded_len);
                 Poll::Ready(Ok(()))
             }
