@@ -30,10 +30,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let allowed = client.get_feature(Point { latitude: 0, longitude: 0 }).await;
     report("GetFeature with the token", allowed.map(|r| r.into_inner().name));
 
-    let notes = ["hello", "world", ""].map(|text| RouteNote {
-        location: Some(Point { latitude: 1, longitude: 1 }),
-        message: text.to_owned(),
-    });
+    let notes = ["hello", "world", ""]
+        .map(|text| RouteNote { location: Some(Point { latitude: 1, longitude: 1 }), message: text.to_owned() });
     // Spaced out, so that the replies to the good notes are out before the bad
     // one ends the call (which drops whatever was not sent yet).
     let notes = tokio_stream::StreamExt::throttle(tokio_stream::iter(notes), std::time::Duration::from_millis(20));

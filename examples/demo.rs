@@ -41,11 +41,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
-        Server::builder()
-            .add_service(RouteGuideServer::new(Guide::default()))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        Server::builder().add_service(RouteGuideServer::new(Guide::default())).serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            async {
                 let _ = stopped.await;
-            }),
+            },
+        ),
     );
     println!("routeguide server on {addr}");
 
@@ -97,7 +98,8 @@ async fn drive(client: &mut RouteGuideClient<Channel>) -> Result<(), tonic::Stat
     let invalid = client.get_feature(Point { latitude: -1, longitude: 0 }).await;
     println!("GetFeature(-1,0) -> {:?}", invalid.map_err(|s| s.code()).map(|_| ()));
 
-    let rect = Rectangle { lo: Some(Point { latitude: 0, longitude: 0 }), hi: Some(Point { latitude: 29, longitude: 29 }) };
+    let rect =
+        Rectangle { lo: Some(Point { latitude: 0, longitude: 0 }), hi: Some(Point { latitude: 29, longitude: 29 }) };
     let mut features = client.list_features(rect).await?.into_inner();
     let mut count = 0;
     while features.message().await?.is_some() {

@@ -75,11 +75,8 @@ async fn a_missing_or_bad_token_is_unauthenticated_before_the_handler_runs() {
 async fn a_bad_message_ends_the_stream_with_invalid_argument() {
     let mut client = serve(SecureGuide::default()).await;
     let (tx, rx) = mpsc::channel(4);
-    let mut replies = client
-        .route_chat(with_token(tokio_stream::wrappers::ReceiverStream::new(rx)))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut replies =
+        client.route_chat(with_token(tokio_stream::wrappers::ReceiverStream::new(rx))).await.unwrap().into_inner();
     tx.send(note("first")).await.unwrap();
     assert_eq!(replies.message().await.unwrap().unwrap().message, "first");
     tx.send(note("")).await.unwrap();
@@ -107,7 +104,12 @@ impl RouteGuide for Introspect {
         let ctx = CallContext::of(&request).ok_or_else(|| Status::internal("no call context"))?;
         let stats = ctx.stats();
         Ok(Response::new(Feature {
-            name: format!("{} received={} peer={}", ctx.method().full_name, stats.messages_received, ctx.peer().is_some()),
+            name: format!(
+                "{} received={} peer={}",
+                ctx.method().full_name,
+                stats.messages_received,
+                ctx.peer().is_some()
+            ),
             location: None,
         }))
     }
@@ -146,7 +148,10 @@ impl RouteGuide for Introspect {
 
     type RouteChatStream = Pin<Box<dyn Stream<Item = Result<RouteNote, Status>> + Send>>;
 
-    async fn route_chat(&self, request: Request<Streaming<RouteNote>>) -> Result<Response<Self::RouteChatStream>, Status> {
+    async fn route_chat(
+        &self,
+        request: Request<Streaming<RouteNote>>,
+    ) -> Result<Response<Self::RouteChatStream>, Status> {
         HANDLER_RUNS.fetch_add(1, Ordering::SeqCst);
         Ok(Response::new(Box::pin(request.into_inner())))
     }

@@ -36,7 +36,10 @@ impl RouteGuide for Metered {
 
     type RouteChatStream = Pin<Box<dyn Stream<Item = Result<RouteNote, Status>> + Send>>;
 
-    async fn route_chat(&self, request: Request<Streaming<RouteNote>>) -> Result<Response<Self::RouteChatStream>, Status> {
+    async fn route_chat(
+        &self,
+        request: Request<Streaming<RouteNote>>,
+    ) -> Result<Response<Self::RouteChatStream>, Status> {
         Ok(Response::new(Box::pin(request.into_inner())))
     }
 }
@@ -108,17 +111,26 @@ async fn monitor_exports_grpc_server_metrics() {
     };
 
     assert_eq!(value(&metrics, "grpc_server_started_total", &unary), Some(&DebugValue::Counter(1)));
-    assert_eq!(value(&metrics, "grpc_server_handled_total", &with(&unary, ("grpc_code", "OK"))), Some(&DebugValue::Counter(1)));
+    assert_eq!(
+        value(&metrics, "grpc_server_handled_total", &with(&unary, ("grpc_code", "OK"))),
+        Some(&DebugValue::Counter(1))
+    );
     assert_eq!(value(&metrics, "grpc_server_msg_received_total", &unary), Some(&DebugValue::Counter(1)));
     assert_eq!(value(&metrics, "grpc_server_msg_sent_total", &unary), Some(&DebugValue::Counter(1)));
 
     assert_eq!(value(&metrics, "grpc_server_started_total", &list), Some(&DebugValue::Counter(2)));
-    assert_eq!(value(&metrics, "grpc_server_handled_total", &with(&list, ("grpc_code", "OK"))), Some(&DebugValue::Counter(1)));
+    assert_eq!(
+        value(&metrics, "grpc_server_handled_total", &with(&list, ("grpc_code", "OK"))),
+        Some(&DebugValue::Counter(1))
+    );
     assert_eq!(
         value(&metrics, "grpc_server_handled_total", &with(&list, ("grpc_code", "ResourceExhausted"))),
         Some(&DebugValue::Counter(1))
     );
-    assert_eq!(value(&metrics, "grpc_server_limited_total", &with(&list, ("limit", "budget"))), Some(&DebugValue::Counter(1)));
+    assert_eq!(
+        value(&metrics, "grpc_server_limited_total", &with(&list, ("limit", "budget"))),
+        Some(&DebugValue::Counter(1))
+    );
     assert_eq!(value(&metrics, "grpc_server_msg_sent_total", &list), Some(&DebugValue::Counter(5)));
     match value(&metrics, "grpc_server_msg_sent_bytes", &list) {
         // Feature::default() encodes to 0 bytes.

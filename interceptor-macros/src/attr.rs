@@ -131,9 +131,9 @@ impl Parse for Args {
                     args.items.push(Item::With(input.parse()?));
                 }
                 "service" => {
-                    input.parse::<Token![=]>().map_err(|e| {
-                        Error::new(e.span(), "write `service = \"package.Service\"`")
-                    })?;
+                    input
+                        .parse::<Token![=]>()
+                        .map_err(|e| Error::new(e.span(), "write `service = \"package.Service\"`"))?;
                     args.service = Some(input.parse()?);
                 }
                 _ => return Err(unknown(&name, KEYS, "interceptor", INTERCEPTORS)),
@@ -172,9 +172,7 @@ struct Opt {
 impl Parse for Opt {
     fn parse(input: ParseStream) -> Result<Self> {
         let key: Ident = input.call(syn::ext::IdentExt::parse_any)?;
-        input.parse::<Token![=]>().map_err(|e| {
-            Error::new(e.span(), format!("expected `{key} = <value>`"))
-        })?;
+        input.parse::<Token![=]>().map_err(|e| Error::new(e.span(), format!("expected `{key} = <value>`")))?;
         Ok(Opt { key, value: input.parse()? })
     }
 }

@@ -194,7 +194,9 @@ fn expand_fn(
     // The handler body produces the stream it always did; the client gets
     // `OutboundStream::wrap` of it.
     let inner_output = match &handler.response_stream {
-        Some(stream) => replace_response(output, &parse_quote!(<#stream as ::interceptor_runtime::OutboundStream>::Inner)),
+        Some(stream) => {
+            replace_response(output, &parse_quote!(<#stream as ::interceptor_runtime::OutboundStream>::Inner))
+        }
         None => output.clone(),
     };
     let inbound = if handler.client_streaming {

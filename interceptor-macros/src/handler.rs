@@ -98,11 +98,9 @@ pub(crate) fn recognise(sig: &Signature, block: &Block) -> Result<Handler> {
         .ok_or_else(|| Error::new(request.ty.span(), format!("{SHAPE}; the request must be a `tonic::Request<T>`")))?;
     let client_streaming = generic_of(body, "Streaming").is_some();
 
-    let response = generic_of(&output, "Result")
-        .and_then(|ok| generic_of(ok, "Response"))
-        .ok_or_else(|| {
-            Error::new(output.span(), format!("{SHAPE}; the return type must be `Result<Response<U>, Status>`"))
-        })?;
+    let response = generic_of(&output, "Result").and_then(|ok| generic_of(ok, "Response")).ok_or_else(|| {
+        Error::new(output.span(), format!("{SHAPE}; the return type must be `Result<Response<U>, Status>`"))
+    })?;
     let response_stream = is_stream(response).then(|| response.clone());
 
     Ok(Handler { request: name, client_streaming, response_stream, output, form })

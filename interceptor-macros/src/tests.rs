@@ -61,90 +61,98 @@ fn impl_position_all_kinds() {
 /// What `#[tonic::async_trait]` hands an attribute written below it.
 #[test]
 fn method_position_unary_after_async_trait() {
-    snapshot!((expand(
-        quote!(monitor, service = "routeguide.RouteGuide"),
-        quote! {
-            fn get_feature<'life0, 'async_trait>(&'life0 self, request: Request<Point>)
-                -> ::core::pin::Pin<Box<dyn ::core::future::Future<Output = Result<Response<Feature>, Status>>
-                    + ::core::marker::Send + 'async_trait>>
-            where
-                'life0: 'async_trait,
-                Self: 'async_trait,
-            {
-                Box::pin(async move {
-                    if let ::core::option::Option::Some(__ret) = ::core::option::Option::None::<Result<Response<Feature>, Status>> {
+    snapshot!(
+        (expand(
+            quote!(monitor, service = "routeguide.RouteGuide"),
+            quote! {
+                fn get_feature<'life0, 'async_trait>(&'life0 self, request: Request<Point>)
+                    -> ::core::pin::Pin<Box<dyn ::core::future::Future<Output = Result<Response<Feature>, Status>>
+                        + ::core::marker::Send + 'async_trait>>
+                where
+                    'life0: 'async_trait,
+                    Self: 'async_trait,
+                {
+                    Box::pin(async move {
+                        if let ::core::option::Option::Some(__ret) = ::core::option::Option::None::<Result<Response<Feature>, Status>> {
+                            #[allow(unreachable_code)]
+                            return __ret;
+                        }
+                        let __self = self;
+                        let request = request;
+                        let __ret: Result<Response<Feature>, Status> = {
+                            Ok(Response::new(Feature::default()))
+                        };
                         #[allow(unreachable_code)]
-                        return __ret;
-                    }
-                    let __self = self;
-                    let request = request;
-                    let __ret: Result<Response<Feature>, Status> = {
-                        Ok(Response::new(Feature::default()))
-                    };
-                    #[allow(unreachable_code)]
-                    __ret
-                })
+                        __ret
+                    })
+                }
             }
-        }
-    )));
+        ))
+    );
 }
 
 #[test]
 fn method_position_bidi_after_async_trait() {
-    snapshot!((expand(
-        quote!(monitor, rate(recv = 100, send = 50, on_exceed = reject)),
-        quote! {
-            fn route_chat<'life0, 'async_trait>(&'life0 self, request: Request<Streaming<RouteNote>>)
-                -> ::core::pin::Pin<Box<dyn ::core::future::Future<Output = Result<Response<Self::RouteChatStream>, Status>>
-                    + ::core::marker::Send + 'async_trait>>
-            where
-                'life0: 'async_trait,
-                Self: 'async_trait,
-            {
-                Box::pin(async move {
-                    if let ::core::option::Option::Some(__ret) = ::core::option::Option::None::<Result<Response<Self::RouteChatStream>, Status>> {
+    snapshot!(
+        (expand(
+            quote!(monitor, rate(recv = 100, send = 50, on_exceed = reject)),
+            quote! {
+                fn route_chat<'life0, 'async_trait>(&'life0 self, request: Request<Streaming<RouteNote>>)
+                    -> ::core::pin::Pin<Box<dyn ::core::future::Future<Output = Result<Response<Self::RouteChatStream>, Status>>
+                        + ::core::marker::Send + 'async_trait>>
+                where
+                    'life0: 'async_trait,
+                    Self: 'async_trait,
+                {
+                    Box::pin(async move {
+                        if let ::core::option::Option::Some(__ret) = ::core::option::Option::None::<Result<Response<Self::RouteChatStream>, Status>> {
+                            #[allow(unreachable_code)]
+                            return __ret;
+                        }
+                        let __self = self;
+                        let request = request;
+                        let __ret: Result<Response<Self::RouteChatStream>, Status> = {
+                            Ok(Response::new(Box::pin(request.into_inner()) as Self::RouteChatStream))
+                        };
                         #[allow(unreachable_code)]
-                        return __ret;
-                    }
-                    let __self = self;
-                    let request = request;
-                    let __ret: Result<Response<Self::RouteChatStream>, Status> = {
-                        Ok(Response::new(Box::pin(request.into_inner()) as Self::RouteChatStream))
-                    };
-                    #[allow(unreachable_code)]
-                    __ret
-                })
+                        __ret
+                    })
+                }
             }
-        }
-    )));
+        ))
+    );
 }
 
 /// A trait with native `async fn` methods: the attribute alone on the method.
 #[test]
 fn method_position_server_streaming_async_fn() {
-    snapshot!((expand(
-        quote!(monitor(warn_size = "1MiB")),
-        quote! {
-            async fn list_features(&self, request: Request<Rectangle>)
-                -> Result<Response<Self::ListFeaturesStream>, Status> {
-                let (tx, rx) = mpsc::channel(4);
-                Ok(Response::new(ReceiverStream::new(rx)))
+    snapshot!(
+        (expand(
+            quote!(monitor(warn_size = "1MiB")),
+            quote! {
+                async fn list_features(&self, request: Request<Rectangle>)
+                    -> Result<Response<Self::ListFeaturesStream>, Status> {
+                    let (tx, rx) = mpsc::channel(4);
+                    Ok(Response::new(ReceiverStream::new(rx)))
+                }
             }
-        }
-    )));
+        ))
+    );
 }
 
 #[test]
 fn method_position_client_streaming_with_user_interceptor() {
-    snapshot!((expand(
-        quote!(budget = 100, with = AuthCheck::new("secret"), monitor),
-        quote! {
-            async fn record_route(&self, request: Request<Streaming<Point>>)
-                -> Result<Response<RouteSummary>, Status> {
-                let mut stream = request.into_inner();
-                while let Some(point) = stream.message().await? {}
-                Ok(Response::new(RouteSummary::default()))
+    snapshot!(
+        (expand(
+            quote!(budget = 100, with = AuthCheck::new("secret"), monitor),
+            quote! {
+                async fn record_route(&self, request: Request<Streaming<Point>>)
+                    -> Result<Response<RouteSummary>, Status> {
+                    let mut stream = request.into_inner();
+                    while let Some(point) = stream.message().await? {}
+                    Ok(Response::new(RouteSummary::default()))
+                }
             }
-        }
-    )));
+        ))
+    );
 }

@@ -35,10 +35,7 @@ impl<T> Unpin for Inbound<T> {}
 
 impl<T: 'static> fmt::Debug for Inbound<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Inbound")
-            .field("call", self.tap.context())
-            .field("done", &self.done)
-            .finish_non_exhaustive()
+        f.debug_struct("Inbound").field("call", self.tap.context()).field("done", &self.done).finish_non_exhaustive()
     }
 }
 

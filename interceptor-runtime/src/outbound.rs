@@ -41,10 +41,7 @@ where
     S::Ok: 'static,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Outbound")
-            .field("call", self.tap.context())
-            .field("done", &self.done)
-            .finish_non_exhaustive()
+        f.debug_struct("Outbound").field("call", self.tap.context()).field("done", &self.done).finish_non_exhaustive()
     }
 }
 

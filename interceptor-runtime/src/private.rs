@@ -28,20 +28,20 @@ use std::{
 
 use tonic::{Request, Response, Status, Streaming};
 
+#[cfg(feature = "budget")]
+pub use crate::budget::{Budget, BudgetConfig};
 pub use crate::call::{MethodInfo, RpcKind};
 pub use crate::interceptor::Chain;
+#[cfg(feature = "monitor")]
+pub use crate::monitor::{Monitor, MonitorConfig};
+#[cfg(feature = "rate")]
+pub use crate::rate::{OnExceed, Rate, RateConfig, RateScope};
 use crate::{
     call::{CallContext, CallHandle},
     inbound::Inbound,
     interceptor::{Direction, Interceptor, MessageRef},
     outbound::OutboundStream,
 };
-#[cfg(feature = "budget")]
-pub use crate::budget::{Budget, BudgetConfig};
-#[cfg(feature = "monitor")]
-pub use crate::monitor::{Monitor, MonitorConfig};
-#[cfg(feature = "rate")]
-pub use crate::rate::{OnExceed, Rate, RateConfig, RateScope};
 pub use std::time::Duration;
 
 /// Checks, where the user wrote `with = expr`, that `expr` is an interceptor.
@@ -106,9 +106,7 @@ fn shared_by_type<I: Interceptor>(
     static BY_TYPE: OnceLock<Mutex<HashMap<Key, &'static (dyn Any + Send + Sync)>>> = OnceLock::new();
     let key = (slot as *const Slot as usize, TypeId::of::<I>());
     let mut map = BY_TYPE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    let method = *map
-        .entry(key)
-        .or_insert_with(|| Box::leak(Box::new(Method { info: info(), interceptors: build() })));
+    let method = *map.entry(key).or_insert_with(|| Box::leak(Box::new(Method { info: info(), interceptors: build() })));
     method.downcast_ref().expect("keyed by the type it holds")
 }
 
@@ -126,10 +124,7 @@ impl<I: Interceptor> Method<I> {
             Ok(state) => {
                 request.extensions_mut().insert(CallHandle(ctx.clone()));
                 LIVE_CALLS.fetch_add(1, Ordering::Relaxed);
-                Ok(Call {
-                    shared: Arc::new(Shared { ctx, method: self, state }),
-                    armed: true,
-                })
+                Ok(Call { shared: Arc::new(Shared { ctx, method: self, state }), armed: true })
             }
             Err(status) => {
                 ctx.mark_ended_by(self.interceptors.name());

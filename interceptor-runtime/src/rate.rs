@@ -78,10 +78,9 @@ impl Rate {
     /// A rate interceptor with these options.
     pub fn new(config: RateConfig) -> Self {
         let shared = match config.scope {
-            RateScope::Method => [
-                limiter(config.recv, config.burst).map(Arc::new),
-                limiter(config.send, config.burst).map(Arc::new),
-            ],
+            RateScope::Method => {
+                [limiter(config.recv, config.burst).map(Arc::new), limiter(config.send, config.burst).map(Arc::new)]
+            }
             RateScope::Stream => [None, None],
         };
         Rate { config, shared }
