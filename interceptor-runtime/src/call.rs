@@ -111,12 +111,13 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Counts one message. Each direction has a single writer (its `Inbound`
+    /// or `Outbound`, polled through `&mut`, or the one unary message), so a
+    /// plain load and store suffice: no locked read-modify-write per message.
     #[inline]
-    pub(crate) fn add(&self, bytes: usize) -> u64 {
-        // One writer per direction: a load and a store would do, but
-        // fetch_add keeps it correct when a handler shares an inbound stream.
-        self.bytes.fetch_add(bytes as u64, Relaxed);
-        self.messages.fetch_add(1, Relaxed)
+    pub(crate) fn add(&self, bytes: usize) {
+        self.bytes.store(self.bytes.load(Relaxed) + bytes as u64, Relaxed);
+        self.messages.store(self.messages.load(Relaxed) + 1, Relaxed);
     }
 }
 
