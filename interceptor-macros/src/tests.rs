@@ -156,3 +156,65 @@ fn method_position_client_streaming_with_user_interceptor() {
         ))
     );
 }
+
+/// Malformed arguments and items give a compile error, never a panic.
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let handler = quote!(async fn f(&self, request: Request<()>) -> Result<Response<()>, Status> { todo!() });
+    let bad_args = [
+        quote!(rate =),
+        quote!(rate = -1),
+        quote!(rate = 99999999999999999999999),
+        quote!(rate(recv = 0)),
+        quote!(rate(scope = method)),
+        quote!(budget()),
+        quote!(budget(bytes = "")),
+        quote!(budget(duration = "0s")),
+        quote!(budget(idle = "forever")),
+        quote!(budget(messages = 1,, bytes = 2)),
+        quote!(monitor(warn_size)),
+        quote!(monitor = 3),
+        quote!(with),
+        quote!(with =),
+        quote!(service),
+        quote!(, monitor),
+        quote!(monitor monitor),
+        quote!("monitor"),
+        quote!(42),
+        quote!(r#type),
+    ];
+    for args in bad_args {
+        let shown = args.to_string();
+        let result = std::panic::catch_unwind(|| crate::expand::intercept(args, handler.clone()).map(|_| ()));
+        match result {
+            Ok(Err(_)) => {}
+            Ok(Ok(())) => panic!("`{shown}` was accepted"),
+            Err(_) => panic!("`{shown}` panicked"),
+        }
+    }
+    let bad_items = [
+        quote!(),
+        quote!(struct S;),
+        quote!(fn f() {}),
+        quote!(async fn f() {}),
+        quote!(async fn f(&self) -> u32 { 1 }),
+        quote!(async fn f(&self, a: u32, b: u32) -> Result<Response<()>, Status> { todo!() }),
+        quote!(async fn f(request: Request<()>) -> Result<Response<()>, Status> { todo!() }),
+        quote!(async fn f(&self, request: Request<()>) -> Result<(), Status> { todo!() }),
+        quote!(fn f(&self, request: Request<()>) -> Pin<Box<dyn Future<Output = u32>>> { Box::pin(async move { 1 }) }),
+        quote!(fn f(&self, request: Request<()>) -> Pin<Box<dyn Future<Output = Result<Response<()>, Status>>>> { 1 }),
+        quote!(impl S {}),
+        quote!(impl T for S { fn helper(&self) {} }),
+        quote!(trait T {}),
+        quote!(mod m {}),
+    ];
+    for item in bad_items {
+        let shown = item.to_string();
+        let result = std::panic::catch_unwind(|| crate::expand::intercept(quote!(monitor), item).map(|_| ()));
+        match result {
+            Ok(Err(_)) => {}
+            Ok(Ok(())) => panic!("`{shown}` was accepted"),
+            Err(_) => panic!("`{shown}` panicked"),
+        }
+    }
+}
