@@ -134,9 +134,13 @@ fn totals_or_default(method: &str) -> stats::MethodSnapshot {
     })
 }
 
+/// One call seen by the [`Recorder`]: how many times its `on_end` ran, its
+/// outcome, its method.
+type Seen = (Arc<AtomicUsize>, Arc<Mutex<Option<Outcome>>>, &'static str);
+
 /// Records every call's outcome and how many times its `on_end` ran.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<(Arc<AtomicUsize>, Arc<Mutex<Option<Outcome>>>, &'static str)>>>);
+struct Recorder(Arc<Mutex<Vec<Seen>>>);
 
 struct RecordedCall {
     ends: Arc<AtomicUsize>,

@@ -186,7 +186,7 @@ fn options(name: &Ident, input: ParseStream, known: &[&str]) -> Result<Vec<Opt>>
     let mut seen: Vec<&Ident> = Vec::new();
     for opt in &opts {
         if !known.contains(&opt.key.to_string().as_str()) {
-            return Err(unknown(&opt.key, known, &format!("option of `{name}`"), known));
+            return Err(unknown(&opt.key, known, &format!("`{name}` option"), known));
         }
         if seen.iter().any(|k| **k == opt.key) {
             return Err(Error::new(opt.key.span(), format!("`{}` is given twice; keep one", opt.key)));
@@ -304,9 +304,15 @@ fn size(value: &Expr) -> Result<u64> {
     match lit(value) {
         Some(Lit::Int(i)) => i.base10_parse::<u64>(),
         Some(Lit::Str(s)) => parse_size::parse_size(s.value()).map_err(|e| {
+            // parse_size's own words ("invalid digit found in string") do not
+            // say what a size looks like.
+            let why = match e {
+                parse_size::Error::PosOverflow => "too large; at most 16 EiB",
+                _ => "a number and a unit: B, KB, KiB, MB, MiB, GB, GiB, ...",
+            };
             Error::new(
                 s.span(),
-                format!("`{}` is not a size ({e}); write bytes like \"4MiB\", \"512 KB\" or 4096", s.value()),
+                format!("`{}` is not a size ({why}); write bytes like \"4MiB\", \"512 KB\" or 4096", s.value()),
             )
         }),
         _ => Err(Error::new(value.span(), "expected a size, like \"4MiB\", \"512 KB\" or 4096 (bytes)")),

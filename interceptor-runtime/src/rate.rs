@@ -4,7 +4,10 @@
 //! - `rate = 10`: 10 messages per second each way, per stream.
 //! - `rate(recv = 100, send = 50, burst = 5, scope = method, on_exceed = reject)`.
 //!
-//! Messages are spaced evenly (`1/N` s apart); `burst = B` lets up to `B`
+//! Messages are spaced evenly, `1/N` s apart, up to 50/s; above, or where
+//! `1/N` s is no whole number of milliseconds, they come `k` at a time every
+//! `k/N` s (at least 20 ms apart, with `k` as small as keeps the rate within 1%
+//! under `N`: timers are only so precise). `burst = B` lets up to `max(B, k)`
 //! through back to back after a quiet spell (default 1). A message over the
 //! rate waits by default: inbound, a slow read pushes back on the client
 //! through HTTP/2 flow control, so a flooding client is held back and the
@@ -15,7 +18,9 @@
 //! A permit that is there is taken with `try_acquire` on an unfair limiter,
 //! without a lock or a clock read; only a message that must wait allocates
 //! (its `acquire_owned` future). The wait ends at once when the call ends,
-//! and the waiter leaves the limiter.
+//! and the waiter leaves the limiter. A stream's own limiter (`scope = stream`)
+//! hands over its whole balance at once, which the stream then spends one
+//! message at a time without touching the limiter (see [`RateStream`]).
 
 use std::{
     future::Future,
@@ -95,17 +100,13 @@ impl Rate {
 }
 
 /// A limiter of `per_second` permits with room for `burst`, full at start.
-/// leaky-bucket's interval is at least 1 ms, so a rate over 1000/s refills
-/// `k` permits every `k/N` s.
 fn limiter(per_second: Option<u64>, burst: Option<u64>) -> Option<RateLimiter> {
-    let n = per_second?.max(1);
-    let refill = n.div_ceil(1000);
-    let interval = Duration::from_nanos(1_000_000_000 * refill / n);
+    let (refill, interval_ms) = refill_every(per_second?.max(1));
     let max = burst.unwrap_or(1).max(refill);
     Some(
         RateLimiter::builder()
             .refill(refill as usize)
-            .interval(interval)
+            .interval(Duration::from_millis(interval_ms))
             .max(max as usize)
             .initial(max as usize)
             .fair(false)
@@ -114,9 +115,17 @@ fn limiter(per_second: Option<u64>, burst: Option<u64>) -> Option<RateLimiter> {
 }
 
 /// One direction's limiter and the message waiting in it, if any.
+///
+/// With `scope = stream` the limiter has this one user, and leaky-bucket adds
+/// permits lazily, only when a taker finds its balance short: so taking the
+/// whole balance at once into `credit` and spending that one message at a
+/// time lets exactly the same messages through at the same moments as taking
+/// one permit per message, without an atomic read-modify-write per message.
 pub struct RateStream {
     limiter: Option<Arc<RateLimiter>>,
     waiting: Option<Pin<Box<AcquireOwned>>>,
+    /// Permits taken from the stream's own limiter and not spent yet.
+    credit: u64,
 }
 
 impl std::fmt::Debug for RateStream {
@@ -145,7 +154,7 @@ impl Interceptor for Rate {
             RateScope::Method => self.shared[direction as usize].clone(),
             RateScope::Stream => limiter(self.per_second(direction), self.config.burst).map(Arc::new),
         };
-        RateStream { limiter, waiting: None }
+        RateStream { limiter, waiting: None, credit: 0 }
     }
 
     #[inline]
@@ -156,20 +165,55 @@ impl Interceptor for Rate {
         cx: &mut Context<'_>,
         msg: &MessageRef<'_, M>,
     ) -> Poll<Result<(), Status>> {
+        if stream.credit > 0 {
+            stream.credit -= 1;
+            return Poll::Ready(Ok(()));
+        }
+        let Some(limiter) = &stream.limiter else { return Poll::Ready(Ok(())) };
+        if stream.waiting.is_none() && self.take_permit(limiter, &mut stream.credit) {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_wait(stream, cx, msg.direction())
+    }
+}
+
+impl Rate {
+    /// Takes a permit if there is one; with a stream's own limiter, takes its
+    /// whole balance and keeps the rest as credit (see [`RateStream`]).
+    #[inline]
+    fn take_permit(&self, limiter: &RateLimiter, credit: &mut u64) -> bool {
+        if self.config.scope == RateScope::Stream {
+            let balance = limiter.balance();
+            if balance > 1 && limiter.try_acquire(balance) {
+                *credit = balance as u64 - 1;
+                return true;
+            }
+        }
+        limiter.try_acquire(1)
+    }
+}
+
+impl Rate {
+    /// A message that found no permit: waits for one, or is rejected. Out of
+    /// line, so that the per-message path above stays small enough to inline.
+    #[inline(never)]
+    fn poll_wait(
+        &self,
+        stream: &mut RateStream,
+        cx: &mut Context<'_>,
+        direction: Direction,
+    ) -> Poll<Result<(), Status>> {
         let Some(limiter) = &stream.limiter else { return Poll::Ready(Ok(())) };
         if let Some(waiting) = &mut stream.waiting {
             std::task::ready!(waiting.as_mut().poll(cx));
             stream.waiting = None;
             return Poll::Ready(Ok(()));
         }
-        if limiter.try_acquire(1) {
-            return Poll::Ready(Ok(()));
-        }
         if self.config.on_exceed == OnExceed::Reject {
-            let per_second = self.per_second(msg.direction()).unwrap_or_default();
+            let per_second = self.per_second(direction).unwrap_or_default();
             return Poll::Ready(Err(Status::resource_exhausted(format!(
                 "rate limit exceeded: at most {per_second} messages per second ({}){}",
-                msg.direction().as_str(),
+                direction.as_str(),
                 if self.config.scope == RateScope::Method { " for all streams of the method" } else { "" },
             ))));
         }
@@ -180,6 +224,58 @@ impl Interceptor for Rate {
                 stream.waiting = Some(waiting);
                 Poll::Pending
             }
+        }
+    }
+}
+
+/// `(k, ms)`: `k` permits every `ms` milliseconds for a rate of `n` per second.
+///
+/// leaky-bucket counts in whole milliseconds, tokio's timer wakes on whole
+/// milliseconds, and each refill is timed from when the waiter woke, so every
+/// interval comes out up to about a millisecond long. An interval of `1/n` s
+/// would make 600/s into 2 ms (500/s) and then, with wake-up delays, about
+/// 320/s; 1000/s into about 470/s. So the interval is a whole number of
+/// milliseconds and at least [`MIN_INTERVAL_MS`], and `k` the smallest count
+/// that keeps the rate within 1% under `n`, never over: 1 every 100 ms for
+/// 10/s, 1 every 334 ms for 3/s, 2 every 20 ms for 100/s, 30 every 20 ms for
+/// 1500/s, 90 every 91 ms for 999/s.
+fn refill_every(n: u64) -> (u64, u64) {
+    let n = u128::from(n);
+    let mut ms = MIN_INTERVAL_MS;
+    loop {
+        // As many as fit in `ms` without going over the rate; the first `ms`
+        // where that is within 1% (by 1000 ms at the latest, where it is `n`).
+        let k = n * ms / 1000;
+        if k > 0 && 100 * 1000 * k >= 99 * n * ms {
+            return (k.min(u128::from(u64::MAX)) as u64, ms as u64);
+        }
+        ms += 1;
+    }
+}
+
+/// The shortest refill interval: the timer's slack of about a millisecond per
+/// refill costs at most a few percent of the rate.
+const MIN_INTERVAL_MS: u128 = 20;
+
+#[cfg(test)]
+mod tests {
+    use super::refill_every;
+
+    #[test]
+    fn refills_come_on_whole_milliseconds_and_never_exceed_the_rate() {
+        assert_eq!(refill_every(10), (1, 100));
+        assert_eq!(refill_every(1), (1, 1000));
+        assert_eq!(refill_every(3), (1, 334));
+        assert_eq!(refill_every(50), (1, 20));
+        assert_eq!(refill_every(100), (2, 20));
+        assert_eq!(refill_every(600), (12, 20));
+        assert_eq!(refill_every(1500), (30, 20));
+        assert_eq!(refill_every(999), (90, 91));
+        for n in (1..5000).chain([7919, 99_991, u64::from(u32::MAX), u64::MAX / 1000, u64::MAX]) {
+            let (k, ms) = refill_every(n);
+            let per_second = 1000.0 * k as f64 / ms as f64;
+            assert!(per_second <= n as f64 && per_second >= 0.99 * n as f64, "{n}/s: {k} every {ms} ms");
+            assert!(ms >= 20, "{n}/s: {k} every {ms} ms");
         }
     }
 }
