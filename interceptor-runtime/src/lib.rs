@@ -53,6 +53,8 @@ pub mod metrics;
 pub mod monitor;
 #[cfg(feature = "rate")]
 pub mod rate;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 #[doc(hidden)]
 #[path = "private.rs"]

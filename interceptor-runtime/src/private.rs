@@ -120,6 +120,10 @@ impl<I: Interceptor> Method<I> {
     /// [`CallContext`] in its extensions.
     pub fn start<T>(&'static self, request: &mut Request<T>) -> Result<Call<I>, Status> {
         let ctx = Arc::new(CallContext::new(&self.info, request.remote_addr()));
+        #[cfg(feature = "testing")]
+        if let Some(probe) = request.extensions().get::<crate::testing::Probe>() {
+            let _ = probe.0.set(ctx.clone());
+        }
         match self.interceptors.on_start(&ctx, request.metadata()) {
             Ok(state) => {
                 request.extensions_mut().insert(CallHandle(ctx.clone()));
