@@ -3,35 +3,22 @@
 //! context (live stats, a cancellation signal for the work it spawned).
 
 use std::{
-    net::SocketAddr,
     pin::Pin,
     sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
 };
 
+mod common;
+
+use common::serve_and_connect;
 use interceptor_examples::{
-    pb::{
-        route_guide_client::RouteGuideClient,
-        route_guide_server::{RouteGuide, RouteGuideServer},
-        Feature, Point, Rectangle, RouteNote, RouteSummary,
-    },
+    pb::{route_guide_server::RouteGuide, Feature, Point, Rectangle, RouteNote, RouteSummary},
     SecureGuide,
 };
 use interceptor_runtime::{intercept, stats, CallContext};
 use tokio::sync::mpsc;
-use tokio_stream::{wrappers::TcpListenerStream, Stream};
-use tonic::{transport::Channel, Code, Request, Response, Status, Streaming};
-
-async fn serve<S: RouteGuide>(service: S) -> RouteGuideClient<Channel> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(RouteGuideServer::new(service))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    RouteGuideClient::connect(format!("http://{addr}")).await.unwrap()
-}
+use tokio_stream::Stream;
+use tonic::{Code, Request, Response, Status, Streaming};
 
 fn with_token<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
@@ -45,7 +32,7 @@ fn note(text: &str) -> RouteNote {
 
 #[tokio::test]
 async fn a_missing_or_bad_token_is_unauthenticated_before_the_handler_runs() {
-    let mut client = serve(SecureGuide::default()).await;
+    let mut client = serve_and_connect(SecureGuide::default()).await;
     let point = Point { latitude: 3, longitude: 4 };
 
     let missing = client.get_feature(point).await.unwrap_err();
@@ -73,7 +60,7 @@ async fn a_missing_or_bad_token_is_unauthenticated_before_the_handler_runs() {
 
 #[tokio::test]
 async fn a_bad_message_ends_the_stream_with_invalid_argument() {
-    let mut client = serve(SecureGuide::default()).await;
+    let mut client = serve_and_connect(SecureGuide::default()).await;
     let (tx, rx) = mpsc::channel(4);
     let mut replies =
         client.route_chat(with_token(tokio_stream::wrappers::ReceiverStream::new(rx))).await.unwrap().into_inner();
@@ -163,7 +150,7 @@ static CANCELLED: tokio::sync::Mutex<Option<mpsc::Sender<Option<Code>>>> = tokio
 async fn the_handler_reaches_its_call_context_and_its_cancellation() {
     let (tx, mut cancelled) = mpsc::channel(1);
     *CANCELLED.lock().await = Some(tx);
-    let mut client = serve(Introspect).await;
+    let mut client = serve_and_connect(Introspect).await;
 
     let before = HANDLER_RUNS.load(Ordering::SeqCst);
     let denied = client.get_feature(Point::default()).await.unwrap_err();

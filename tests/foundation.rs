@@ -16,29 +16,20 @@ use std::{
     time::Duration,
 };
 
+mod common;
+
+use common::serve_and_connect;
 use interceptor_examples::{
     pb::{
-        route_guide_client::RouteGuideClient,
-        route_guide_server::{RouteGuide, RouteGuideServer},
-        Feature, Point, Rectangle, RouteNote, RouteSummary,
+        route_guide_client::RouteGuideClient, route_guide_server::RouteGuide, Feature, Point, Rectangle, RouteNote,
+        RouteSummary,
     },
     Guide, MethodGuide,
 };
 use interceptor_runtime::{intercept, stats, CallContext, Direction, Interceptor, Outcome};
 use prost::Message;
-use tokio_stream::{wrappers::TcpListenerStream, Stream, StreamExt};
+use tokio_stream::{Stream, StreamExt};
 use tonic::{metadata::MetadataMap, transport::Channel, Code, Request, Response, Status, Streaming};
-
-async fn serve<S: RouteGuide>(service: S) -> RouteGuideClient<Channel> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(RouteGuideServer::new(service))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    RouteGuideClient::connect(format!("http://{addr}")).await.unwrap()
-}
 
 /// Waits (bounded) until `done` holds.
 async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
@@ -89,7 +80,8 @@ async fn exact_counts(mut client: RouteGuideClient<Channel>) {
     assert_eq!(moved(&before, &totals("GetFeature")), expected, "GetFeature");
 
     let before = totals_or_default("ListFeatures");
-    let rect = Rectangle { lo: Some(Point { latitude: 0, longitude: 0 }), hi: Some(Point { latitude: 12, longitude: 12 }) };
+    let rect =
+        Rectangle { lo: Some(Point { latitude: 0, longitude: 0 }), hi: Some(Point { latitude: 12, longitude: 12 }) };
     let features: Vec<Feature> =
         client.list_features(rect).await.unwrap().into_inner().map(Result::unwrap).collect().await;
     assert_eq!(features.len(), 35);
@@ -109,8 +101,14 @@ async fn exact_counts(mut client: RouteGuideClient<Channel>) {
     let notes: Vec<RouteNote> = (0..10)
         .map(|i| RouteNote { location: Some(Point { latitude: i % 3, longitude: 0 }), message: format!("note {i}") })
         .collect();
-    let replies: Vec<RouteNote> =
-        client.route_chat(tokio_stream::iter(notes.clone())).await.unwrap().into_inner().map(Result::unwrap).collect().await;
+    let replies: Vec<RouteNote> = client
+        .route_chat(tokio_stream::iter(notes.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .map(Result::unwrap)
+        .collect()
+        .await;
     assert_eq!(replies.len(), 22);
     eventually("RouteChat finished", || totals("RouteChat").finished > before.finished).await;
     let expected = Moved { calls: 1, ok: 1, received: (10, bytes(&notes)), sent: (22, bytes(&replies)) };
@@ -223,7 +221,10 @@ impl RouteGuide for Faulty {
     type RouteChatStream = Pin<Box<dyn Stream<Item = Result<RouteNote, Status>> + Send>>;
 
     /// Sends a note every 10 ms, forever; the client's notes are only read.
-    async fn route_chat(&self, request: Request<Streaming<RouteNote>>) -> Result<Response<Self::RouteChatStream>, Status> {
+    async fn route_chat(
+        &self,
+        request: Request<Streaming<RouteNote>>,
+    ) -> Result<Response<Self::RouteChatStream>, Status> {
         let mut notes = request.into_inner();
         tokio::spawn(async move { while let Ok(Some(_)) = notes.message().await {} });
         let tick = |i: i32| Ok(RouteNote { location: None, message: format!("tick {i}") });
@@ -278,7 +279,8 @@ async fn final_codes(mut client: RouteGuideClient<Channel>) {
 
     let mut unary = client.clone();
     let call = tokio::spawn(async move { unary.get_feature(Point { latitude: 99, longitude: 0 }).await });
-    eventually("the never-answering unary call started", || totals_of("test.Faulty", "GetFeature").in_flight() == 1).await;
+    eventually("the never-answering unary call started", || totals_of("test.Faulty", "GetFeature").in_flight() == 1)
+        .await;
     call.abort();
     let cancelled = recorder.last("GetFeature").await;
     assert_eq!((cancelled.code, cancelled.stats.messages_received), (Code::Cancelled, 1), "unary: {cancelled:?}");
@@ -315,10 +317,10 @@ fn totals_of(service: &str, method: &str) -> stats::MethodSnapshot {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_and_endings_end_to_end() {
     // The impl position, then the method position.
-    exact_counts(serve(Guide::default()).await).await;
-    exact_counts(serve(MethodGuide::default()).await).await;
+    exact_counts(serve_and_connect(Guide::default()).await).await;
+    exact_counts(serve_and_connect(MethodGuide::default()).await).await;
 
-    final_codes(serve(Faulty).await).await;
+    final_codes(serve_and_connect(Faulty).await).await;
 
     // Nothing of any call is still alive.
     eventually("no call state left", || stats::live_calls() == 0).await;

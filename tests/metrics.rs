@@ -3,14 +3,14 @@
 
 use std::pin::Pin;
 
-use interceptor_examples::pb::{
-    route_guide_client::RouteGuideClient,
-    route_guide_server::{RouteGuide, RouteGuideServer},
-    Feature, Point, Rectangle, RouteNote, RouteSummary,
-};
+mod common;
+
+use common::serve_and_connect;
+
+use interceptor_examples::pb::{route_guide_server::RouteGuide, Feature, Point, Rectangle, RouteNote, RouteSummary};
 use interceptor_runtime::intercept;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use tokio_stream::{wrappers::TcpListenerStream, Stream};
+use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 struct Metered;
@@ -75,14 +75,7 @@ async fn monitor_exports_grpc_server_metrics() {
     let snapshotter = recorder.snapshotter();
     recorder.install().expect("the only recorder of this test binary");
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(RouteGuideServer::new(Metered))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    let mut client = RouteGuideClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut client = serve_and_connect(Metered).await;
 
     client.get_feature(Point::default()).await.unwrap();
     let mut two = client.list_features(rect(2)).await.unwrap().into_inner();

@@ -7,19 +7,10 @@
 
 use std::process::Command;
 
-use interceptor_examples::{pb::route_guide_server::RouteGuideServer, Guide, MethodGuide, PlainGuide};
-use tokio_stream::wrappers::TcpListenerStream;
+mod common;
 
-async fn serve(service: impl interceptor_examples::pb::route_guide_server::RouteGuide) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(RouteGuideServer::new(service))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    addr.to_string()
-}
+use common::serve;
+use interceptor_examples::{Guide, MethodGuide, PlainGuide};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_independent_client_sees_identical_answers() {
@@ -29,7 +20,9 @@ async fn an_independent_client_sees_identical_answers() {
         eprintln!("skipped: python3 with grpcio and grpcio-tools is not installed");
         return;
     }
-    let addrs = [serve(PlainGuide::default()).await, serve(Guide::default()).await, serve(MethodGuide::default()).await];
+    let addrs =
+        [serve(PlainGuide::default()).await, serve(Guide::default()).await, serve(MethodGuide::default()).await]
+            .map(|addr| addr.to_string());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/routeguide_client.py");
     let output = tokio::task::spawn_blocking(move || Command::new("python3").arg(script).args(&addrs).output())
         .await

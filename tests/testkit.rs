@@ -116,7 +116,10 @@ impl RouteGuide for Limited {
 
     /// An echo, 3 notes per stream.
     #[intercept(budget = 3)]
-    async fn route_chat(&self, request: Request<Streaming<RouteNote>>) -> Result<Response<Self::RouteChatStream>, Status> {
+    async fn route_chat(
+        &self,
+        request: Request<Streaming<RouteNote>>,
+    ) -> Result<Response<Self::RouteChatStream>, Status> {
         Ok(Response::new(Box::pin(request.into_inner())))
     }
 }
