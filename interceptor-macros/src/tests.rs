@@ -160,7 +160,11 @@ fn method_position_client_streaming_with_user_interceptor() {
 /// Malformed arguments and items give a compile error, never a panic.
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
-    let handler = quote!(async fn f(&self, request: Request<()>) -> Result<Response<()>, Status> { todo!() });
+    let handler = quote!(
+        async fn f(&self, request: Request<()>) -> Result<Response<()>, Status> {
+            todo!()
+        }
+    );
     let bad_args = [
         quote!(rate =),
         quote!(rate = -1),
@@ -194,19 +198,53 @@ fn bad_input_is_an_error_not_a_panic() {
     }
     let bad_items = [
         quote!(),
-        quote!(struct S;),
-        quote!(fn f() {}),
-        quote!(async fn f() {}),
-        quote!(async fn f(&self) -> u32 { 1 }),
-        quote!(async fn f(&self, a: u32, b: u32) -> Result<Response<()>, Status> { todo!() }),
-        quote!(async fn f(request: Request<()>) -> Result<Response<()>, Status> { todo!() }),
-        quote!(async fn f(&self, request: Request<()>) -> Result<(), Status> { todo!() }),
-        quote!(fn f(&self, request: Request<()>) -> Pin<Box<dyn Future<Output = u32>>> { Box::pin(async move { 1 }) }),
-        quote!(fn f(&self, request: Request<()>) -> Pin<Box<dyn Future<Output = Result<Response<()>, Status>>>> { 1 }),
+        quote!(
+            struct S;
+        ),
+        quote!(
+            fn f() {}
+        ),
+        quote!(
+            async fn f() {}
+        ),
+        quote!(
+            async fn f(&self) -> u32 {
+                1
+            }
+        ),
+        quote!(
+            async fn f(&self, a: u32, b: u32) -> Result<Response<()>, Status> {
+                todo!()
+            }
+        ),
+        quote!(
+            async fn f(request: Request<()>) -> Result<Response<()>, Status> {
+                todo!()
+            }
+        ),
+        quote!(
+            async fn f(&self, request: Request<()>) -> Result<(), Status> {
+                todo!()
+            }
+        ),
+        quote!(
+            fn f(&self, request: Request<()>) -> Pin<Box<dyn Future<Output = u32>>> {
+                Box::pin(async move { 1 })
+            }
+        ),
+        quote!(
+            fn f(&self, request: Request<()>) -> Pin<Box<dyn Future<Output = Result<Response<()>, Status>>>> {
+                1
+            }
+        ),
         quote!(impl S {}),
         quote!(impl T for S { fn helper(&self) {} }),
-        quote!(trait T {}),
-        quote!(mod m {}),
+        quote!(
+            trait T {}
+        ),
+        quote!(
+            mod m {}
+        ),
     ];
     for item in bad_items {
         let shown = item.to_string();

@@ -142,19 +142,14 @@ impl Interceptor for Budget {
         cx: &mut Context<'_>,
         msg: &MessageRef<'_, M>,
     ) -> Poll<Result<(), Status>> {
-        let direction = msg.direction().as_str();
         if let Some(max) = self.config.messages {
             if stream.messages >= max {
-                return Poll::Ready(Err(Status::resource_exhausted(format!(
-                    "budget: {max} messages per stream used up ({direction})"
-                ))));
+                return Poll::Ready(Err(used_up(max, "messages", msg.direction())));
             }
         }
         if let Some(max) = self.config.bytes {
             if stream.bytes + msg.encoded_len() as u64 > max {
-                return Poll::Ready(Err(Status::resource_exhausted(format!(
-                    "budget: {max} bytes per stream used up ({direction})"
-                ))));
+                return Poll::Ready(Err(used_up(max, "bytes", msg.direction())));
             }
         }
         if let Some(deadline) = &mut stream.deadline {
@@ -218,7 +213,17 @@ impl Interceptor for Budget {
     }
 }
 
+/// RESOURCE_EXHAUSTED for a `messages` or `bytes` budget; out of line, so
+/// that the per-message check stays small enough to inline.
+#[cold]
+#[inline(never)]
+fn used_up(max: u64, what: &str, direction: Direction) -> Status {
+    Status::resource_exhausted(format!("budget: {max} {what} per stream used up ({})", direction.as_str()))
+}
+
 impl Budget {
+    #[cold]
+    #[inline(never)]
     fn duration_used_up(&self) -> Status {
         let limit = self.config.duration.unwrap_or_default();
         Status::deadline_exceeded(format!("budget: stream duration of {} used up", humanize(limit)))

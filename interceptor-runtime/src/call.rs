@@ -209,10 +209,12 @@ impl CallContext {
     }
 
     /// The status an interceptor ended the call with, if one did.
+    #[inline]
     pub fn terminal_status(&self) -> Option<&Status> {
         self.terminal.get()
     }
 
+    #[inline]
     pub(crate) fn counters(&self, direction: Direction) -> &Counters {
         match direction {
             Direction::Inbound => &self.recv,

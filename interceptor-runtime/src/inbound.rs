@@ -79,39 +79,72 @@ impl<T: prost::Message + 'static> Stream for Inbound<T> {
         if this.done {
             return Poll::Ready(None);
         }
-        let message = match this.pending.take() {
-            Some(message) => message,
-            None => match Pin::new(&mut this.inner).poll_next(cx) {
-                Poll::Ready(Some(Ok(message))) => message,
-                Poll::Ready(Some(Err(status))) => {
-                    this.done = true;
-                    return Poll::Ready(this.tap.end(Err(status)).map(Err));
-                }
-                Poll::Ready(None) => {
-                    this.done = true;
-                    return Poll::Ready(this.tap.end(Ok(())).map(Err));
-                }
-                Poll::Pending => {
-                    return match this.tap.poll_interrupt(cx) {
-                        Poll::Ready(status) => {
-                            this.done = true;
-                            Poll::Ready(Some(Err(status)))
-                        }
-                        Poll::Pending => Poll::Pending,
-                    };
-                }
-            },
-        };
-        match this.tap.poll_message(cx, &message) {
-            Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(message))),
+        if let Some(message) = this.pending.take() {
+            return this.pass(cx, message);
+        }
+        // The message stays where `Streaming` wrote it while the interceptors
+        // look at it, and is returned in place: moving a value just written
+        // field by field into another place stalls the load on store
+        // forwarding, which shows at 16 B messages.
+        let polled = Pin::new(&mut this.inner).poll_next(cx);
+        let Poll::Ready(Some(Ok(message))) = &polled else { return this.no_message(cx, polled) };
+        match this.tap.poll_message(cx, message) {
+            Poll::Ready(Ok(())) => polled,
             Poll::Ready(Err(status)) => {
                 this.done = true;
                 Poll::Ready(Some(Err(status)))
             }
             Poll::Pending => {
-                this.pending = Some(message);
+                if let Poll::Ready(Some(Ok(message))) = polled {
+                    this.pending = Some(message);
+                }
                 Poll::Pending
             }
+        }
+    }
+}
+
+impl<T: prost::Message + 'static> Inbound<T> {
+    /// Runs the interceptors on `message` (one held back before).
+    fn pass(&mut self, cx: &mut Context<'_>, message: T) -> Poll<Option<Result<T, Status>>> {
+        match self.tap.poll_message(cx, &message) {
+            Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(message))),
+            Poll::Ready(Err(status)) => {
+                self.done = true;
+                Poll::Ready(Some(Err(status)))
+            }
+            Poll::Pending => {
+                self.pending = Some(message);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// What `Streaming` gave when it was not a message: the end of the
+    /// stream, its error, or nothing yet (the call may have been ended
+    /// meanwhile).
+    fn no_message(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<Option<Result<T, Status>>>,
+    ) -> Poll<Option<Result<T, Status>>> {
+        match polled {
+            Poll::Ready(Some(Ok(message))) => self.pass(cx, message),
+            Poll::Ready(Some(Err(status))) => {
+                self.done = true;
+                Poll::Ready(self.tap.end(Err(status)).map(Err))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(self.tap.end(Ok(())).map(Err))
+            }
+            Poll::Pending => match self.tap.poll_interrupt(cx) {
+                Poll::Ready(status) => {
+                    self.done = true;
+                    Poll::Ready(Some(Err(status)))
+                }
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 }

@@ -112,6 +112,7 @@ pub trait Interceptor: Send + Sync + 'static {
     fn on_stream(&self, call: &Self::Call, ctx: &CallContext, direction: Direction) -> Self::Stream;
 
     /// Checks one message synchronously. The default lets it pass.
+    #[inline]
     fn on_message<M: prost::Message + 'static>(
         &self,
         call: &Self::Call,
@@ -126,6 +127,7 @@ pub trait Interceptor: Send + Sync + 'static {
     /// message back (and, inbound, pushes back on the client through HTTP/2
     /// flow control); the hook is polled again with the same message until it
     /// is `Ready`. The default calls [`on_message`](Self::on_message).
+    #[inline]
     fn poll_message<M: prost::Message + 'static>(
         &self,
         call: &Self::Call,
@@ -140,6 +142,7 @@ pub trait Interceptor: Send + Sync + 'static {
     /// Called once a message has passed every interceptor of the call, just
     /// before the handler or the client gets it: where an observer counts
     /// what was actually delivered. The default does nothing.
+    #[inline]
     fn on_delivered<M: prost::Message + 'static>(
         &self,
         call: &Self::Call,

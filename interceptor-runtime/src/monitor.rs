@@ -58,6 +58,20 @@ impl MonitorCall {
     }
 }
 
+/// The WARN for a message over `warn_size`; out of line, so that the check
+/// per message stays small.
+#[cold]
+#[inline(never)]
+fn warn_large(span: &Span, direction: Direction, bytes: usize, limit: u64) {
+    tracing::warn!(
+        parent: span,
+        direction = direction.as_str(),
+        bytes,
+        limit,
+        "message larger than the monitor's warn_size"
+    );
+}
+
 impl Interceptor for Monitor {
     type Call = MonitorCall;
     type Stream = ();
@@ -104,13 +118,7 @@ impl Interceptor for Monitor {
     ) -> Result<(), Status> {
         if let Some(limit) = self.config.warn_size {
             if msg.encoded_len() as u64 > limit {
-                tracing::warn!(
-                    parent: &call.span,
-                    direction = msg.direction().as_str(),
-                    bytes = msg.encoded_len(),
-                    limit,
-                    "message larger than the monitor's warn_size"
-                );
+                warn_large(&call.span, msg.direction(), msg.encoded_len(), limit);
             }
         }
         Ok(())

@@ -71,40 +71,78 @@ where
         if *this.done {
             return Poll::Ready(None);
         }
-        let message = match this.pending.take() {
-            Some(message) => message,
-            None => match this.inner.try_poll_next(cx) {
-                Poll::Ready(Some(Ok(message))) => message,
-                Poll::Ready(Some(Err(status))) => {
-                    *this.done = true;
-                    return Poll::Ready(this.tap.end(Err(status)).map(Err));
-                }
-                Poll::Ready(None) => {
-                    *this.done = true;
-                    return Poll::Ready(this.tap.end(Ok(())).map(Err));
-                }
-                Poll::Pending => {
-                    return match this.tap.poll_interrupt(cx) {
-                        Poll::Ready(status) => {
-                            *this.done = true;
-                            Poll::Ready(this.tap.end(Err(status)).map(Err))
-                        }
-                        Poll::Pending => Poll::Pending,
-                    };
-                }
-            },
+        if let Some(message) = this.pending.take() {
+            return pass(this.tap, this.pending, this.done, cx, message);
+        }
+        // As in `Inbound`: the message is looked at where the inner stream
+        // wrote it and returned in place.
+        let polled = this.inner.try_poll_next(cx);
+        let Poll::Ready(Some(Ok(message))) = &polled else {
+            return no_message(this.tap, this.pending, this.done, cx, polled);
         };
-        match this.tap.poll_message(cx, &message) {
-            Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(message))),
+        match this.tap.poll_message(cx, message) {
+            Poll::Ready(Ok(())) => polled,
             Poll::Ready(Err(status)) => {
                 *this.done = true;
                 Poll::Ready(this.tap.end(Err(status)).map(Err))
             }
             Poll::Pending => {
-                *this.pending = Some(message);
+                if let Poll::Ready(Some(Ok(message))) = polled {
+                    *this.pending = Some(message);
+                }
                 Poll::Pending
             }
         }
+    }
+}
+
+/// Runs the interceptors on `message` (one held back before).
+fn pass<T: 'static>(
+    tap: &mut Box<dyn Tap<T>>,
+    pending: &mut Option<T>,
+    done: &mut bool,
+    cx: &mut Context<'_>,
+    message: T,
+) -> Poll<Option<Result<T, Status>>> {
+    match tap.poll_message(cx, &message) {
+        Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(message))),
+        Poll::Ready(Err(status)) => {
+            *done = true;
+            Poll::Ready(tap.end(Err(status)).map(Err))
+        }
+        Poll::Pending => {
+            *pending = Some(message);
+            Poll::Pending
+        }
+    }
+}
+
+/// What the inner stream gave when it was not a message: its end, its error,
+/// or nothing yet (the call may have been ended meanwhile).
+fn no_message<T: 'static>(
+    tap: &mut Box<dyn Tap<T>>,
+    pending: &mut Option<T>,
+    done: &mut bool,
+    cx: &mut Context<'_>,
+    polled: Poll<Option<Result<T, Status>>>,
+) -> Poll<Option<Result<T, Status>>> {
+    match polled {
+        Poll::Ready(Some(Ok(message))) => pass(tap, pending, done, cx, message),
+        Poll::Ready(Some(Err(status))) => {
+            *done = true;
+            Poll::Ready(tap.end(Err(status)).map(Err))
+        }
+        Poll::Ready(None) => {
+            *done = true;
+            Poll::Ready(tap.end(Ok(())).map(Err))
+        }
+        Poll::Pending => match tap.poll_interrupt(cx) {
+            Poll::Ready(status) => {
+                *done = true;
+                Poll::Ready(tap.end(Err(status)).map(Err))
+            }
+            Poll::Pending => Poll::Pending,
+        },
     }
 }
 

@@ -299,7 +299,12 @@ struct DirTap<I: Interceptor> {
     ended: bool,
 }
 
+// The per-message path below keeps to what every message does; each way out
+// of it (the call already ended, a rejection, a wait) is out of line, so that
+// it stays small.
 impl<I: Interceptor> DirTap<I> {
+    #[cold]
+    #[inline(never)]
     fn reject(&mut self, status: Status) -> Poll<Result<(), Status>> {
         self.state = None;
         let ctx = &self.shared.ctx;
@@ -309,8 +314,33 @@ impl<I: Interceptor> DirTap<I> {
     }
 
     /// The status a direction that has already ended reports.
+    #[cold]
     fn ended_status(&self) -> Status {
         self.shared.ctx.terminal_status().cloned().unwrap_or_else(gone)
+    }
+
+    /// The call was ended (by the other direction or an interceptor): this
+    /// direction ends with its status.
+    #[cold]
+    #[inline(never)]
+    fn terminated(&mut self) -> Poll<Result<(), Status>> {
+        self.state = None;
+        Poll::Ready(Err(self.ended_status()))
+    }
+
+    /// An interceptor holds the message back: wait, unless the call was ended
+    /// meanwhile.
+    #[inline(never)]
+    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        match self.shared.ctx.poll_terminated(self.direction, cx.waker()) {
+            // Ended while this message waited: stop waiting now.
+            Some(status) => {
+                let status = status.clone();
+                self.state = None;
+                Poll::Ready(Err(status))
+            }
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -318,9 +348,8 @@ impl<I: Interceptor, M: prost::Message + 'static> Tap<M> for DirTap<I> {
     #[inline]
     fn poll_message(&mut self, cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
         let ctx = &*self.shared.ctx;
-        if let Some(status) = ctx.terminal_status() {
-            self.state = None;
-            return Poll::Ready(Err(status.clone()));
+        if ctx.terminal_status().is_some() {
+            return self.terminated();
         }
         let Some(state) = &mut self.state else { return Poll::Ready(Err(self.ended_status())) };
         let counters = ctx.counters(self.direction);
@@ -339,15 +368,7 @@ impl<I: Interceptor, M: prost::Message + 'static> Tap<M> for DirTap<I> {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(status)) => self.reject(status),
-            Poll::Pending => match ctx.poll_terminated(self.direction, cx.waker()) {
-                // Ended while this message waited: stop waiting now.
-                Some(status) => {
-                    let status = status.clone();
-                    self.state = None;
-                    Poll::Ready(Err(status))
-                }
-                None => Poll::Pending,
-            },
+            Poll::Pending => self.wait(cx),
         }
     }
 
