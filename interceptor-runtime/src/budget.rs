@@ -8,24 +8,26 @@
 //!   RESOURCE_EXHAUSTED. A message that would take the bytes over `bytes` ends
 //!   it (bytes are `prost::Message::encoded_len`).
 //! - `duration`: the call ends with DEADLINE_EXCEEDED once it has run this
-//!   long, checked as messages pass and by a timer while a stream waits.
+//!   long, by a timer that interrupts both directions, busy or waiting.
 //! - `idle`: the call ends with DEADLINE_EXCEEDED when no message has passed
-//!   either way for this long. A direction starts its idle timer when it finds
-//!   no message ready; a message in the other direction restarts it when it
-//!   fires, so a bidi stream busy one way only is cut within `2 × idle` at most.
+//!   either way for this long. The timer restarts from when a direction next
+//!   finds no message ready after messages passed, so a bidi stream busy one
+//!   way only is cut within `2 × idle` at most.
 //! - `streams`: at most this many calls of the method at once; one more is
 //!   rejected with RESOURCE_EXHAUSTED before the handler runs. The slot is
 //!   released however the call ends.
 //!
-//! The timers live in the streams' own state and are polled by them: no task
-//! is spawned per stream.
+//! The counts are the call's own (the ones [`CallContext::stats`] reports),
+//! so budget keeps none per direction. `duration` and `idle` share one timer
+//! per call, kept in the call's state and polled by its streams: no task is
+//! spawned per stream.
 
 use std::{
     future::Future,
     pin::Pin,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
+        atomic::{AtomicU64, Ordering},
+        Mutex, TryLockError,
     },
     task::{Context, Poll},
     time::Duration,
@@ -58,13 +60,13 @@ pub struct BudgetConfig {
 #[derive(Debug)]
 pub struct Budget {
     config: BudgetConfig,
-    active: Arc<AtomicU64>,
+    active: AtomicU64,
 }
 
 impl Budget {
     /// A budget with these limits.
     pub fn new(config: BudgetConfig) -> Self {
-        Budget { config, active: Arc::new(AtomicU64::new(0)) }
+        Budget { config, active: AtomicU64::new(0) }
     }
 
     /// Calls of the method holding a `streams` slot now.
@@ -73,142 +75,133 @@ impl Budget {
     }
 }
 
-/// A `streams` slot, released when the call ends (or, as a backstop, when
-/// its state is dropped).
+/// Per-call state of [`Budget`].
 #[derive(Debug)]
-pub struct StreamSlot {
-    active: Arc<AtomicU64>,
-    released: AtomicBool,
+pub struct BudgetCall {
+    /// The `duration` / `idle` timer. Either direction polls it, with the
+    /// call's waker, so whichever does, both hear when it fires; one that
+    /// finds it locked leaves it to the other.
+    timer: Mutex<Option<Timer>>,
 }
 
-impl StreamSlot {
-    fn release(&self) {
-        if !self.released.swap(true, Ordering::AcqRel) {
-            self.active.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        self.release();
-    }
-}
-
-/// One direction's use of the budget.
 #[derive(Debug)]
-pub struct BudgetStream {
-    messages: u64,
-    bytes: u64,
-    deadline: Option<Pin<Box<Sleep>>>,
-    /// Registered with the timer, so `is_elapsed` can be read per message.
-    deadline_armed: bool,
-    idle: Option<Pin<Box<Sleep>>>,
+struct Timer {
+    sleep: Pin<Box<Sleep>>,
     /// Messages both ways when the idle timer was last set.
     idle_seen: u64,
 }
 
+fn messages_both_ways(ctx: &CallContext) -> u64 {
+    let stats = ctx.stats();
+    stats.messages_received + stats.messages_sent
+}
+
+impl Budget {
+    /// When the timer should fire, with no message since `now`.
+    fn next_deadline(&self, ctx: &CallContext, now: Instant) -> Instant {
+        let end = self.config.duration.map(|d| ctx.started() + d);
+        let idle = self.config.idle.map(|d| now + d);
+        match (end, idle) {
+            (Some(end), Some(idle)) => end.min(idle),
+            (Some(at), None) | (None, Some(at)) => at,
+            (None, None) => now,
+        }
+    }
+}
+
 impl Interceptor for Budget {
-    type Call = Option<StreamSlot>;
-    type Stream = BudgetStream;
+    type Call = BudgetCall;
+    type Stream = ();
 
     fn name(&self) -> &'static str {
         "budget"
     }
 
-    fn on_start(&self, ctx: &CallContext, _: &MetadataMap) -> Result<Option<StreamSlot>, Status> {
-        let Some(max) = self.config.streams else { return Ok(None) };
-        let taken = self.active.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
-        match taken {
-            Ok(_) => Ok(Some(StreamSlot { active: self.active.clone(), released: AtomicBool::new(false) })),
-            Err(_) => Err(Status::resource_exhausted(format!(
-                "budget: all {max} concurrent streams of {} are in use",
-                ctx.method().full_name
-            ))),
+    fn on_start(&self, ctx: &CallContext, _: &MetadataMap) -> Result<BudgetCall, Status> {
+        // With `streams`, every call that starts holds a slot until `on_end`.
+        if let Some(max) = self.config.streams {
+            let taken = self.active.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
+            if taken.is_err() {
+                return Err(Status::resource_exhausted(format!(
+                    "budget: all {max} concurrent streams of {} are in use",
+                    ctx.method().full_name
+                )));
+            }
         }
+        let timer = (self.config.duration.is_some() || self.config.idle.is_some()).then(|| Timer {
+            sleep: Box::pin(tokio::time::sleep_until(self.next_deadline(ctx, ctx.started()))),
+            idle_seen: 0,
+        });
+        Ok(BudgetCall { timer: Mutex::new(timer) })
     }
 
-    fn on_stream(&self, _: &Option<StreamSlot>, ctx: &CallContext, _: Direction) -> BudgetStream {
-        let deadline = self.config.duration.map(|d| Box::pin(tokio::time::sleep_until(ctx.started() + d)));
-        let idle = self.config.idle.map(|d| Box::pin(tokio::time::sleep(d)));
-        BudgetStream { messages: 0, bytes: 0, deadline, deadline_armed: false, idle, idle_seen: 0 }
-    }
+    fn on_stream(&self, _: &BudgetCall, _: &CallContext, _: Direction) {}
 
     #[inline]
     fn poll_message<M: prost::Message + 'static>(
         &self,
-        _: &Option<StreamSlot>,
-        stream: &mut BudgetStream,
-        cx: &mut Context<'_>,
+        _: &BudgetCall,
+        _: &mut (),
+        _: &mut Context<'_>,
         msg: &MessageRef<'_, M>,
     ) -> Poll<Result<(), Status>> {
         if let Some(max) = self.config.messages {
-            if stream.messages >= max {
+            // The messages of this direction that passed so far.
+            if msg.index() >= max {
                 return Poll::Ready(Err(used_up(max, "messages", msg.direction())));
             }
         }
         if let Some(max) = self.config.bytes {
-            if stream.bytes + msg.encoded_len() as u64 > max {
+            let so_far = msg.call().counters(msg.direction()).bytes.load(Ordering::Relaxed);
+            if so_far + msg.encoded_len() as u64 > max {
                 return Poll::Ready(Err(used_up(max, "bytes", msg.direction())));
             }
         }
-        if let Some(deadline) = &mut stream.deadline {
-            // The first message registers the timer; later ones read its flag.
-            let elapsed = if stream.deadline_armed {
-                deadline.is_elapsed()
-            } else {
-                stream.deadline_armed = true;
-                deadline.as_mut().poll(cx).is_ready()
-            };
-            if elapsed {
-                return Poll::Ready(Err(self.duration_used_up()));
-            }
-        }
-        stream.messages += 1;
-        stream.bytes += msg.encoded_len() as u64;
         Poll::Ready(Ok(()))
     }
 
-    fn poll_interrupt(
-        &self,
-        _: &Option<StreamSlot>,
-        stream: &mut BudgetStream,
-        ctx: &CallContext,
-        cx: &mut Context<'_>,
-    ) -> Poll<Status> {
-        if let Some(deadline) = &mut stream.deadline {
-            stream.deadline_armed = true;
-            if deadline.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(self.duration_used_up());
+    fn poll_interrupt(&self, call: &BudgetCall, _: &mut (), ctx: &CallContext, cx: &mut Context<'_>) -> Poll<Status> {
+        let mut timer = match call.timer.try_lock() {
+            Ok(timer) => timer,
+            Err(TryLockError::WouldBlock) => return Poll::Pending,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        };
+        let Some(timer) = timer.as_mut() else { return Poll::Pending };
+        if self.config.idle.is_some() {
+            let seen = messages_both_ways(ctx);
+            if seen != timer.idle_seen {
+                // Messages passed since the timer was set: idle from now.
+                timer.idle_seen = seen;
+                timer.sleep.as_mut().reset(self.next_deadline(ctx, Instant::now()));
             }
         }
-        if let (Some(idle), Some(limit)) = (&mut stream.idle, self.config.idle) {
-            let stats = ctx.stats();
-            let seen = stats.messages_received + stats.messages_sent;
-            if seen != stream.idle_seen {
-                stream.idle_seen = seen;
-                idle.as_mut().reset(Instant::now() + limit);
+        while timer.sleep.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            if self.config.duration.is_some_and(|d| now >= ctx.started() + d) {
+                return Poll::Ready(self.duration_used_up());
             }
-            if idle.as_mut().poll(cx).is_ready() {
-                let stats = ctx.stats();
-                if stats.messages_received + stats.messages_sent == stream.idle_seen {
-                    return Poll::Ready(Status::deadline_exceeded(format!(
-                        "budget: no message for {} (idle limit)",
-                        humanize(limit)
-                    )));
-                }
-                // The other direction moved: wait another `idle` from now.
-                stream.idle_seen = stats.messages_received + stats.messages_sent;
-                idle.as_mut().reset(Instant::now() + limit);
-                let _ = idle.as_mut().poll(cx);
+            let Some(limit) = self.config.idle else { return Poll::Pending };
+            let seen = messages_both_ways(ctx);
+            if seen == timer.idle_seen {
+                return Poll::Ready(Status::deadline_exceeded(format!(
+                    "budget: no message for {} (idle limit)",
+                    humanize(limit)
+                )));
             }
+            // A message passed meanwhile: wait another `idle` from now.
+            timer.idle_seen = seen;
+            timer.sleep.as_mut().reset(self.next_deadline(ctx, now));
         }
         Poll::Pending
     }
 
-    fn on_end(&self, slot: &Option<StreamSlot>, _: &CallContext) {
-        if let Some(slot) = slot {
-            slot.release();
+    fn on_end(&self, call: &BudgetCall, _: &CallContext) {
+        if self.config.streams.is_some() {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+        }
+        // The timer goes with the call.
+        if let Ok(mut timer) = call.timer.lock() {
+            *timer = None;
         }
     }
 }

@@ -6,13 +6,18 @@ use std::{
     fmt,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{
+            fence, AtomicU64, AtomicU8,
+            Ordering::{Acquire, Relaxed, Release, SeqCst},
+        },
         Arc, OnceLock,
     },
+    task::Waker,
     time::Duration,
 };
 
 use futures_util::task::AtomicWaker;
+use once_cell::race::OnceBox;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
@@ -101,10 +106,8 @@ pub struct Outcome {
     pub duration: Duration,
 }
 
-/// Counters one direction owns; on its own cache line so that the two
-/// directions, often polled on two cores, do not bounce one line.
+/// The two counters of one direction. Each direction has a single writer.
 #[derive(Default)]
-#[repr(align(128))]
 pub(crate) struct Counters {
     pub(crate) messages: AtomicU64,
     pub(crate) bytes: AtomicU64,
@@ -121,22 +124,95 @@ impl Counters {
     }
 }
 
+/// Bits of [`CallContext::flags`]: what a direction must look at before its
+/// next message. One load per message tells whether any is set.
+pub(crate) mod flag {
+    /// An interceptor ended the call; the status is in `Cold::terminal`.
+    pub(crate) const TERMINATED: u8 = 1;
+    /// The call has its outcome.
+    pub(crate) const OVER: u8 = 2;
+    /// The inbound direction must poll the interceptors' timers
+    /// (`poll_interrupt`): it has not yet, or one of them fired.
+    pub(crate) const INTERRUPT_IN: u8 = 4;
+    /// The same for the outbound direction.
+    pub(crate) const INTERRUPT_OUT: u8 = 8;
+    /// The inbound stream has yielded its last item.
+    pub(crate) const DONE_IN: u8 = 16;
+    /// The outbound stream has yielded its last item.
+    pub(crate) const DONE_OUT: u8 = 32;
+    /// The outbound stream ends the call, also when dropped before its end.
+    pub(crate) const OWNS_END: u8 = 64;
+
+    /// `DONE_IN` or `DONE_OUT`.
+    pub(crate) const fn done(direction: super::Direction) -> u8 {
+        match direction {
+            super::Direction::Inbound => DONE_IN,
+            super::Direction::Outbound => DONE_OUT,
+        }
+    }
+}
+
+/// An `Instant` as signed nanoseconds from a process-wide origin: 8 bytes,
+/// where tokio's `Instant` takes 16. Exact both ways, and signed because a
+/// paused test clock may stand before the origin.
+#[derive(Clone, Copy)]
+struct Started(i64);
+
+impl Started {
+    fn origin() -> std::time::Instant {
+        static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+        *ORIGIN.get_or_init(std::time::Instant::now)
+    }
+
+    fn now() -> Self {
+        let (at, origin) = (Instant::now().into_std(), Self::origin());
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        match at.checked_duration_since(origin) {
+            Some(after) => Started(nanos(after)),
+            None => Started(-nanos(origin - at)),
+        }
+    }
+
+    fn get(self) -> Instant {
+        let offset = Duration::from_nanos(self.0.unsigned_abs());
+        let origin = Self::origin();
+        Instant::from_std(if self.0 >= 0 { origin + offset } else { origin - offset })
+    }
+}
+
 /// One call, as seen by the interceptors and the handler.
 ///
 /// Reach it from the handler body through the request's extensions:
 /// `CallContext::of(&request)`; it stays valid after the call has ended.
+///
+/// It lives in the same allocation as the rest of the call's state (the
+/// interceptors' per-call and per-direction state), and what is only needed
+/// once the call ends or is asked for (its status, outcome and cancellation
+/// token) is allocated then. The two directions' counters are at either end,
+/// so that two cores counting the two directions of a bidi call do not write
+/// to one cache line.
+#[repr(C)]
 pub struct CallContext {
-    method: &'static MethodInfo,
-    peer: Option<SocketAddr>,
-    started: Instant,
     recv: Counters,
+    pub(crate) flags: AtomicU8,
+    pub(crate) method: &'static MethodInfo,
+    peer: Option<SocketAddr>,
+    /// An `Instant` in 8 bytes (see [`Started`]).
+    started: Started,
+    wakers: [AtomicWaker; 2],
+    cold: OnceBox<Cold>,
     sent: Counters,
-    cancel: CancellationToken,
+}
+
+/// What a call needs only once it ends, or when asked.
+#[derive(Default)]
+struct Cold {
+    /// Made when the handler first asks for it.
+    cancel: OnceLock<CancellationToken>,
     /// Set when an interceptor ends the call: both directions end with it.
     terminal: OnceLock<Status>,
     ended_by: OnceLock<&'static str>,
     outcome: OnceLock<Outcome>,
-    wakers: [AtomicWaker; 2],
 }
 
 impl fmt::Debug for CallContext {
@@ -145,7 +221,7 @@ impl fmt::Debug for CallContext {
             .field("method", &self.method.full_name)
             .field("peer", &self.peer)
             .field("stats", &self.stats())
-            .field("outcome", &self.outcome.get())
+            .field("outcome", &self.outcome())
             .finish_non_exhaustive()
     }
 }
@@ -153,22 +229,21 @@ impl fmt::Debug for CallContext {
 impl CallContext {
     pub(crate) fn new(method: &'static MethodInfo, peer: Option<SocketAddr>) -> Self {
         CallContext {
+            recv: Counters::default(),
+            // Each direction polls the interceptors' timers once when it starts.
+            flags: AtomicU8::new(flag::INTERRUPT_IN | flag::INTERRUPT_OUT),
             method,
             peer,
-            started: Instant::now(),
-            recv: Counters::default(),
-            sent: Counters::default(),
-            cancel: CancellationToken::new(),
-            terminal: OnceLock::new(),
-            ended_by: OnceLock::new(),
-            outcome: OnceLock::new(),
+            started: Started::now(),
             wakers: [AtomicWaker::new(), AtomicWaker::new()],
+            cold: OnceBox::new(),
+            sent: Counters::default(),
         }
     }
 
     /// The context of the call a request belongs to, when the handler is
     /// intercepted.
-    pub fn of<T>(request: &tonic::Request<T>) -> Option<Arc<CallContext>> {
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<CallRef> {
         request.extensions().get::<CallHandle>().map(|h| h.0.clone())
     }
 
@@ -184,7 +259,7 @@ impl CallContext {
 
     /// When the call started (tokio's clock, so it follows a paused clock).
     pub fn started(&self) -> Instant {
-        self.started
+        self.started.get()
     }
 
     /// Live counts.
@@ -197,21 +272,37 @@ impl CallContext {
         }
     }
 
+    fn cold(&self) -> &Cold {
+        self.cold.get_or_init(Default::default)
+    }
+
     /// Fires when the call is over: the client went away, an interceptor
     /// ended it, or it finished. Work the handler spawned can stop on it.
+    ///
+    /// The token is made on the first call of this method.
     pub fn cancelled(&self) -> &CancellationToken {
-        &self.cancel
+        let token = self.cold().cancel.get_or_init(CancellationToken::new);
+        // Pairs with the fence in `mark_over`: either the call's end sees
+        // this token, or this sees the call's end.
+        fence(SeqCst);
+        if self.flags.load(Relaxed) & (flag::TERMINATED | flag::OVER) != 0 {
+            token.cancel();
+        }
+        token
     }
 
     /// The final outcome, once the call is over.
     pub fn outcome(&self) -> Option<&Outcome> {
-        self.outcome.get()
+        self.cold.get()?.outcome.get()
     }
 
     /// The status an interceptor ended the call with, if one did.
     #[inline]
     pub fn terminal_status(&self) -> Option<&Status> {
-        self.terminal.get()
+        if self.flags.load(Acquire) & flag::TERMINATED == 0 {
+            return None;
+        }
+        self.cold.get()?.terminal.get()
     }
 
     #[inline]
@@ -224,13 +315,22 @@ impl CallContext {
 
     /// Records which interceptor ended the call; the first one named wins.
     pub(crate) fn mark_ended_by(&self, name: &'static str) {
-        let _ = self.ended_by.set(name);
+        let _ = self.cold().ended_by.set(name);
+    }
+
+    /// Sets `bit` and cancels the token if the handler made one.
+    fn mark_over(&self, bit: u8) {
+        self.flags.fetch_or(bit, Release);
+        fence(SeqCst);
+        if let Some(token) = self.cold.get().and_then(|cold| cold.cancel.get()) {
+            token.cancel();
+        }
     }
 
     /// An interceptor ended the call: both directions end with `status`.
     pub(crate) fn terminate(&self, status: &Status) {
-        if self.terminal.set(status.clone()).is_ok() {
-            self.cancel.cancel();
+        if self.cold().terminal.set(status.clone()).is_ok() {
+            self.mark_over(flag::TERMINATED);
             for waker in &self.wakers {
                 waker.wake();
             }
@@ -238,18 +338,25 @@ impl CallContext {
     }
 
     /// Registers the waker of a direction that waits, so that [`terminate`]
-    /// wakes it, and says whether the call was terminated already.
-    pub(crate) fn poll_terminated(&self, direction: Direction, waker: &std::task::Waker) -> Option<&Status> {
-        if let Some(status) = self.terminal.get() {
-            return Some(status);
-        }
+    /// and the call's timers wake it.
+    #[inline]
+    pub(crate) fn register(&self, direction: Direction, waker: &Waker) {
         self.wakers[direction as usize].register(waker);
-        self.terminal.get()
+    }
+
+    /// A timer of the call fired: each direction polls the interceptors'
+    /// timers before its next message, and a waiting one is woken.
+    pub(crate) fn interrupt(&self) {
+        self.flags.fetch_or(flag::INTERRUPT_IN | flag::INTERRUPT_OUT, Release);
+        for waker in &self.wakers {
+            waker.wake();
+        }
     }
 
     /// Sets the outcome; true the first time only.
     pub(crate) fn set_outcome(&self, result: &Result<(), Status>) -> bool {
-        if self.outcome.get().is_some() {
+        let cold = self.cold();
+        if cold.outcome.get().is_some() {
             return false;
         }
         let (code, message) = match result {
@@ -259,18 +366,49 @@ impl CallContext {
         let outcome = Outcome {
             code,
             message,
-            ended_by: self.ended_by.get().copied(),
+            ended_by: cold.ended_by.get().copied(),
             stats: self.stats(),
-            duration: self.started.elapsed(),
+            duration: self.started().elapsed(),
         };
-        let first = self.outcome.set(outcome).is_ok();
+        let first = cold.outcome.set(outcome).is_ok();
         if first {
-            self.cancel.cancel();
+            self.mark_over(flag::OVER);
         }
         first
     }
 }
 
+/// A shared handle to a call's [`CallContext`]: what
+/// [`CallContext::of`] returns. Cheap to clone, and valid after the call has
+/// ended; it keeps the call's state (not its streams) alive.
+#[derive(Clone)]
+pub struct CallRef(pub(crate) Arc<dyn HasContext>);
+
+impl std::ops::Deref for CallRef {
+    type Target = CallContext;
+    fn deref(&self) -> &CallContext {
+        self.0.context()
+    }
+}
+
+impl fmt::Debug for CallRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+/// What holds a [`CallContext`]: the call's whole state, or a context alone
+/// (a call rejected before it started).
+pub(crate) trait HasContext: Send + Sync {
+    fn context(&self) -> &CallContext;
+}
+
+impl HasContext for CallContext {
+    fn context(&self) -> &CallContext {
+        self
+    }
+}
+
 /// The request extension through which a handler reaches its call.
 #[derive(Clone, Debug)]
-pub(crate) struct CallHandle(pub(crate) Arc<CallContext>);
+pub(crate) struct CallHandle(pub(crate) CallRef);

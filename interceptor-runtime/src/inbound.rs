@@ -4,14 +4,13 @@ use std::{
     fmt,
     future::poll_fn,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll},
 };
 
 use futures_core::Stream;
 use tonic::{metadata::MetadataMap, Status, Streaming};
 
-use crate::{__private::Tap, call::CallContext};
+use crate::{__private::Tap, call::CallContext, interceptor::Direction};
 
 /// A [`tonic::Streaming<T>`] whose messages pass the method's interceptors
 /// before the handler sees them.
@@ -23,10 +22,10 @@ use crate::{__private::Tap, call::CallContext};
 /// the stream yields that status once and then ends.
 pub struct Inbound<T> {
     inner: Streaming<T>,
-    tap: Box<dyn Tap<T>>,
-    /// A message an interceptor holds back (a rate limit, say).
-    pending: Option<T>,
-    done: bool,
+    tap: Tap<T>,
+    /// A message an interceptor holds back (a rate limit, say); boxed, as it
+    /// is rare, so that a stream that holds none stays small.
+    pending: Option<Box<T>>,
 }
 
 // No field is structurally pinned: `Streaming` is `Unpin` and the message
@@ -35,13 +34,16 @@ impl<T> Unpin for Inbound<T> {}
 
 impl<T: 'static> fmt::Debug for Inbound<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Inbound").field("call", self.tap.context()).field("done", &self.done).finish_non_exhaustive()
+        f.debug_struct("Inbound")
+            .field("call", self.tap.context())
+            .field("done", &self.tap.is_done(Direction::Inbound))
+            .finish_non_exhaustive()
     }
 }
 
 impl<T: prost::Message + 'static> Inbound<T> {
-    pub(crate) fn new(inner: Streaming<T>, tap: Box<dyn Tap<T>>) -> Self {
-        Inbound { inner, tap, pending: None, done: false }
+    pub(crate) fn new(inner: Streaming<T>, tap: Tap<T>) -> Self {
+        Inbound { inner, tap, pending: None }
     }
 
     /// The next message: `Ok(None)` at the end of the stream, like
@@ -60,7 +62,7 @@ impl<T: prost::Message + 'static> Inbound<T> {
     }
 
     /// The call this stream belongs to.
-    pub fn context(&self) -> &Arc<CallContext> {
+    pub fn context(&self) -> &CallContext {
         self.tap.context()
     }
 
@@ -76,11 +78,11 @@ impl<T: prost::Message + 'static> Stream for Inbound<T> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if this.done {
+        if this.tap.is_done(Direction::Inbound) {
             return Poll::Ready(None);
         }
         if let Some(message) = this.pending.take() {
-            return this.pass(cx, message);
+            return this.pass(cx, *message);
         }
         // The message stays where `Streaming` wrote it while the interceptors
         // look at it, and is returned in place: moving a value just written
@@ -91,12 +93,12 @@ impl<T: prost::Message + 'static> Stream for Inbound<T> {
         match this.tap.poll_message(cx, message) {
             Poll::Ready(Ok(())) => polled,
             Poll::Ready(Err(status)) => {
-                this.done = true;
+                this.tap.mark_done(Direction::Inbound);
                 Poll::Ready(Some(Err(status)))
             }
             Poll::Pending => {
                 if let Poll::Ready(Some(Ok(message))) = polled {
-                    this.pending = Some(message);
+                    this.pending = Some(Box::new(message));
                 }
                 Poll::Pending
             }
@@ -110,11 +112,11 @@ impl<T: prost::Message + 'static> Inbound<T> {
         match self.tap.poll_message(cx, &message) {
             Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(message))),
             Poll::Ready(Err(status)) => {
-                self.done = true;
+                self.tap.mark_done(Direction::Inbound);
                 Poll::Ready(Some(Err(status)))
             }
             Poll::Pending => {
-                self.pending = Some(message);
+                self.pending = Some(Box::new(message));
                 Poll::Pending
             }
         }
@@ -131,16 +133,16 @@ impl<T: prost::Message + 'static> Inbound<T> {
         match polled {
             Poll::Ready(Some(Ok(message))) => self.pass(cx, message),
             Poll::Ready(Some(Err(status))) => {
-                self.done = true;
+                self.tap.mark_done(Direction::Inbound);
                 Poll::Ready(self.tap.end(Err(status)).map(Err))
             }
             Poll::Ready(None) => {
-                self.done = true;
+                self.tap.mark_done(Direction::Inbound);
                 Poll::Ready(self.tap.end(Ok(())).map(Err))
             }
             Poll::Pending => match self.tap.poll_interrupt(cx) {
                 Poll::Ready(status) => {
-                    self.done = true;
+                    self.tap.mark_done(Direction::Inbound);
                     Poll::Ready(Some(Err(status)))
                 }
                 Poll::Pending => Poll::Pending,

@@ -60,7 +60,7 @@ pub mod testing;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use call::{CallContext, CallStats, MethodInfo, Outcome, RpcKind};
+pub use call::{CallContext, CallRef, CallStats, MethodInfo, Outcome, RpcKind};
 pub use inbound::Inbound;
 pub use interceptor::{Chain, ChainStream, Direction, Interceptor, MessageRef};
 pub use outbound::{Outbound, OutboundStream};

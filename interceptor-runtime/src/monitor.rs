@@ -9,7 +9,7 @@ use tonic::{metadata::MetadataMap, Status};
 use tracing::Span;
 
 use crate::{
-    call::CallContext,
+    call::{CallContext, MethodInfo},
     interceptor::{Direction, Interceptor, MessageRef},
     stats::{self, MethodStats},
 };
@@ -26,7 +26,7 @@ pub struct MonitorConfig {
 #[derive(Debug, Default)]
 pub struct Monitor {
     config: MonitorConfig,
-    method: OnceLock<Arc<PerMethod>>,
+    method: OnceLock<PerMethod>,
 }
 
 /// What a monitor keeps for its method, made on the first call.
@@ -42,13 +42,22 @@ impl Monitor {
     pub fn new(config: MonitorConfig) -> Self {
         Monitor { config, method: OnceLock::new() }
     }
+
+    /// What it keeps for its method (one monitor serves one method).
+    #[inline]
+    fn per_method(&self, info: &MethodInfo) -> &PerMethod {
+        self.method.get_or_init(|| PerMethod {
+            stats: stats::method_stats(info),
+            #[cfg(feature = "metrics")]
+            metrics: crate::metrics::MethodMetrics::new(info),
+        })
+    }
 }
 
 /// Per-call state of [`Monitor`].
 #[derive(Debug)]
 pub struct MonitorCall {
     span: Span,
-    method: Arc<PerMethod>,
 }
 
 impl MonitorCall {
@@ -82,16 +91,7 @@ impl Interceptor for Monitor {
 
     fn on_start(&self, ctx: &CallContext, _: &MetadataMap) -> Result<MonitorCall, Status> {
         let info = ctx.method();
-        let method = self
-            .method
-            .get_or_init(|| {
-                Arc::new(PerMethod {
-                    stats: stats::method_stats(info),
-                    #[cfg(feature = "metrics")]
-                    metrics: crate::metrics::MethodMetrics::new(info),
-                })
-            })
-            .clone();
+        let method = self.per_method(info);
         method.stats.record_start();
         #[cfg(feature = "metrics")]
         method.metrics.started();
@@ -104,7 +104,7 @@ impl Interceptor for Monitor {
         if let Some(peer) = ctx.peer() {
             span.record("net.peer", tracing::field::display(peer));
         }
-        Ok(MonitorCall { span, method })
+        Ok(MonitorCall { span })
     }
 
     fn on_stream(&self, _: &MonitorCall, _: &CallContext, _: Direction) {}
@@ -126,14 +126,15 @@ impl Interceptor for Monitor {
 
     #[cfg(feature = "metrics")]
     #[inline]
-    fn on_delivered<M: prost::Message + 'static>(&self, call: &MonitorCall, _: &mut (), msg: &MessageRef<'_, M>) {
-        call.method.metrics.message(msg.direction(), msg.encoded_len());
+    fn on_delivered<M: prost::Message + 'static>(&self, _: &MonitorCall, _: &mut (), msg: &MessageRef<'_, M>) {
+        self.per_method(msg.call().method()).metrics.message(msg.direction(), msg.encoded_len());
     }
 
     fn on_end(&self, call: &MonitorCall, ctx: &CallContext) {
-        call.method.stats.record_end(ctx);
+        let method = self.per_method(ctx.method());
+        method.stats.record_end(ctx);
         #[cfg(feature = "metrics")]
-        call.method.metrics.handled(ctx);
+        method.metrics.handled(ctx);
         let Some(outcome) = ctx.outcome() else { return };
         let s = outcome.stats;
         tracing::info!(

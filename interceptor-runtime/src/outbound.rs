@@ -3,7 +3,6 @@
 use std::{
     fmt,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -11,7 +10,7 @@ use futures_core::{Stream, TryStream};
 use pin_project_lite::pin_project;
 use tonic::Status;
 
-use crate::{__private::Tap, call::CallContext};
+use crate::{__private::Tap, call::CallContext, interceptor::Direction};
 
 pin_project! {
     /// A response stream whose messages pass the method's interceptors before
@@ -30,9 +29,9 @@ pin_project! {
     {
         #[pin]
         inner: S,
-        tap: Box<dyn Tap<S::Ok>>,
-        pending: Option<S::Ok>,
-        done: bool,
+        tap: Tap<S::Ok>,
+        // Boxed, as in `Inbound`.
+        pending: Option<Box<S::Ok>>,
     }
 }
 
@@ -41,7 +40,10 @@ where
     S::Ok: 'static,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Outbound").field("call", self.tap.context()).field("done", &self.done).finish_non_exhaustive()
+        f.debug_struct("Outbound")
+            .field("call", self.tap.context())
+            .field("done", &self.tap.is_done(Direction::Outbound))
+            .finish_non_exhaustive()
     }
 }
 
@@ -49,12 +51,12 @@ impl<S: TryStream> Outbound<S>
 where
     S::Ok: 'static,
 {
-    pub(crate) fn new(inner: S, tap: Box<dyn Tap<S::Ok>>) -> Self {
-        Outbound { inner, tap, pending: None, done: false }
+    pub(crate) fn new(inner: S, tap: Tap<S::Ok>) -> Self {
+        Outbound { inner, tap, pending: None }
     }
 
     /// The call this stream belongs to.
-    pub fn context(&self) -> &Arc<CallContext> {
+    pub fn context(&self) -> &CallContext {
         self.tap.context()
     }
 }
@@ -68,27 +70,24 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
-        if *this.done {
+        if this.tap.is_done(Direction::Outbound) {
             return Poll::Ready(None);
         }
         if let Some(message) = this.pending.take() {
-            return pass(this.tap, this.pending, this.done, cx, message);
+            return pass(this.tap, this.pending, cx, *message);
         }
         // As in `Inbound`: the message is looked at where the inner stream
         // wrote it and returned in place.
         let polled = this.inner.try_poll_next(cx);
         let Poll::Ready(Some(Ok(message))) = &polled else {
-            return no_message(this.tap, this.pending, this.done, cx, polled);
+            return no_message(this.tap, this.pending, cx, polled);
         };
         match this.tap.poll_message(cx, message) {
             Poll::Ready(Ok(())) => polled,
-            Poll::Ready(Err(status)) => {
-                *this.done = true;
-                Poll::Ready(this.tap.end(Err(status)).map(Err))
-            }
+            Poll::Ready(Err(status)) => Poll::Ready(this.tap.end(Err(status)).map(Err)),
             Poll::Pending => {
                 if let Poll::Ready(Some(Ok(message))) = polled {
-                    *this.pending = Some(message);
+                    *this.pending = Some(Box::new(message));
                 }
                 Poll::Pending
             }
@@ -98,20 +97,16 @@ where
 
 /// Runs the interceptors on `message` (one held back before).
 fn pass<T: 'static>(
-    tap: &mut Box<dyn Tap<T>>,
-    pending: &mut Option<T>,
-    done: &mut bool,
+    tap: &mut Tap<T>,
+    pending: &mut Option<Box<T>>,
     cx: &mut Context<'_>,
     message: T,
 ) -> Poll<Option<Result<T, Status>>> {
     match tap.poll_message(cx, &message) {
         Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(message))),
-        Poll::Ready(Err(status)) => {
-            *done = true;
-            Poll::Ready(tap.end(Err(status)).map(Err))
-        }
+        Poll::Ready(Err(status)) => Poll::Ready(tap.end(Err(status)).map(Err)),
         Poll::Pending => {
-            *pending = Some(message);
+            *pending = Some(Box::new(message));
             Poll::Pending
         }
     }
@@ -120,27 +115,17 @@ fn pass<T: 'static>(
 /// What the inner stream gave when it was not a message: its end, its error,
 /// or nothing yet (the call may have been ended meanwhile).
 fn no_message<T: 'static>(
-    tap: &mut Box<dyn Tap<T>>,
-    pending: &mut Option<T>,
-    done: &mut bool,
+    tap: &mut Tap<T>,
+    pending: &mut Option<Box<T>>,
     cx: &mut Context<'_>,
     polled: Poll<Option<Result<T, Status>>>,
 ) -> Poll<Option<Result<T, Status>>> {
     match polled {
-        Poll::Ready(Some(Ok(message))) => pass(tap, pending, done, cx, message),
-        Poll::Ready(Some(Err(status))) => {
-            *done = true;
-            Poll::Ready(tap.end(Err(status)).map(Err))
-        }
-        Poll::Ready(None) => {
-            *done = true;
-            Poll::Ready(tap.end(Ok(())).map(Err))
-        }
+        Poll::Ready(Some(Ok(message))) => pass(tap, pending, cx, message),
+        Poll::Ready(Some(Err(status))) => Poll::Ready(tap.end(Err(status)).map(Err)),
+        Poll::Ready(None) => Poll::Ready(tap.end(Ok(())).map(Err)),
         Poll::Pending => match tap.poll_interrupt(cx) {
-            Poll::Ready(status) => {
-                *done = true;
-                Poll::Ready(tap.end(Err(status)).map(Err))
-            }
+            Poll::Ready(status) => Poll::Ready(tap.end(Err(status)).map(Err)),
             Poll::Pending => Poll::Pending,
         },
     }
@@ -160,7 +145,7 @@ pub trait OutboundStream: Sized {
     /// The message type.
     type Message: prost::Message + 'static;
     #[doc(hidden)]
-    fn wrap(inner: Self::Inner, tap: Box<dyn Tap<Self::Message>>) -> Self;
+    fn wrap(inner: Self::Inner, tap: Tap<Self::Message>) -> Self;
 }
 
 impl<S> OutboundStream for Outbound<S>
@@ -170,7 +155,7 @@ where
 {
     type Inner = S;
     type Message = S::Ok;
-    fn wrap(inner: S, tap: Box<dyn Tap<S::Ok>>) -> Self {
+    fn wrap(inner: S, tap: Tap<S::Ok>) -> Self {
         Outbound::new(inner, tap)
     }
 }
@@ -182,7 +167,7 @@ macro_rules! boxed_stream {
         {
             type Inner = Self;
             type Message = T;
-            fn wrap(inner: Self, tap: Box<dyn Tap<T>>) -> Self {
+            fn wrap(inner: Self, tap: Tap<T>) -> Self {
                 Box::pin(Outbound::new(inner, tap))
             }
         }

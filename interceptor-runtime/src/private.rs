@@ -17,13 +17,15 @@
 
 use std::{
     any::{Any, TypeId},
+    cell::UnsafeCell,
     collections::HashMap,
     future::poll_fn,
+    mem::ManuallyDrop,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, Mutex, OnceLock,
+        Arc, Mutex, OnceLock, Weak,
     },
-    task::{Context, Poll},
+    task::{Context, Poll, RawWaker, RawWakerVTable, Waker},
 };
 
 use tonic::{Request, Response, Status, Streaming};
@@ -37,7 +39,7 @@ pub use crate::monitor::{Monitor, MonitorConfig};
 #[cfg(feature = "rate")]
 pub use crate::rate::{OnExceed, Rate, RateConfig, RateScope};
 use crate::{
-    call::{CallContext, CallHandle},
+    call::{flag, CallContext, CallHandle, CallRef, HasContext},
     inbound::Inbound,
     interceptor::{Direction, Interceptor, MessageRef},
     outbound::OutboundStream,
@@ -62,6 +64,8 @@ pub fn type_name_of<T: ?Sized>() -> &'static str {
 pub(crate) static LIVE_CALLS: AtomicUsize = AtomicUsize::new(0);
 
 /// The interceptors of one method, built once.
+// `repr(C)`, `info` first: a call finds its `Method` from `CallContext::method`.
+#[repr(C)]
 pub struct Method<I> {
     info: MethodInfo,
     interceptors: I,
@@ -119,34 +123,85 @@ impl<I: Interceptor> Method<I> {
     /// Runs the `on_start` hooks. The request gets the call's
     /// [`CallContext`] in its extensions.
     pub fn start<T>(&'static self, request: &mut Request<T>) -> Result<Call<I>, Status> {
-        let ctx = Arc::new(CallContext::new(&self.info, request.remote_addr()));
-        #[cfg(feature = "testing")]
-        if let Some(probe) = request.extensions().get::<crate::testing::Probe>() {
-            let _ = probe.0.set(ctx.clone());
-        }
+        let ctx = CallContext::new(&self.info, request.remote_addr());
         match self.interceptors.on_start(&ctx, request.metadata()) {
-            Ok(state) => {
-                request.extensions_mut().insert(CallHandle(ctx.clone()));
+            Ok(call) => {
+                let state = Arc::new(CallState { ctx, outbound: Side::new(), call, inbound: Side::new() });
                 LIVE_CALLS.fetch_add(1, Ordering::Relaxed);
-                Ok(Call { shared: Arc::new(Shared { ctx, method: self, state }), armed: true })
+                let handle = CallRef(state.clone());
+                #[cfg(feature = "testing")]
+                if let Some(probe) = request.extensions().get::<crate::testing::Probe>() {
+                    let _ = probe.0.set(handle.clone());
+                }
+                request.extensions_mut().insert(CallHandle(handle));
+                Ok(Call { state, armed: true, inbound_taken: false })
             }
             Err(status) => {
                 ctx.mark_ended_by(self.interceptors.name());
                 ctx.set_outcome(&Err(status.clone()));
+                #[cfg(feature = "testing")]
+                if let Some(probe) = request.extensions().get::<crate::testing::Probe>() {
+                    let _ = probe.0.set(CallRef(Arc::new(ctx)));
+                }
                 Err(status)
             }
         }
     }
 }
 
-/// State of one call shared by the handler and both directions.
-struct Shared<I: Interceptor> {
-    ctx: Arc<CallContext>,
-    method: &'static Method<I>,
-    state: I::Call,
+/// Everything one call keeps, in one allocation: the context, the
+/// interceptors' per-call state and each direction's state.
+///
+/// Each direction's state is touched only by that direction's one [`Tap`]
+/// (made once, by [`Call`], which hands out at most one per direction), so it
+/// needs no lock. What the two directions write per message is kept apart:
+/// the inbound counters open the context, the outbound counters close it,
+/// the outbound state follows them and the inbound state comes last, after
+/// the per-call state. The context is first, so that a [`Tap`] reaches it
+/// without a virtual call.
+#[repr(C)]
+struct CallState<I: Interceptor> {
+    ctx: CallContext,
+    outbound: Side<I::Stream>,
+    call: I::Call,
+    inbound: Side<I::Stream>,
 }
 
-impl<I: Interceptor> Shared<I> {
+// SAFETY: the only field that is not `Sync` by itself is each `Side`'s
+// `UnsafeCell`, which only that direction's single `Tap` (or `Call` before
+// the `Tap` exists) reads or writes; that `Tap` may move to another thread,
+// hence `I::Stream: Send`, which `Interceptor` requires.
+unsafe impl<I: Interceptor> Sync for CallState<I> {}
+
+/// The interceptors' state of one direction of one call; dropped as soon as
+/// the direction ends, so that nothing it holds (a waiter in a shared
+/// limiter, say) outlives the stream's end.
+struct Side<S>(UnsafeCell<Option<S>>);
+
+type SideState<S> = Option<S>;
+
+impl<S> Side<S> {
+    fn new() -> Self {
+        Side(UnsafeCell::new(None))
+    }
+}
+
+impl<I: Interceptor> HasContext for CallState<I> {
+    fn context(&self) -> &CallContext {
+        &self.ctx
+    }
+}
+
+impl<I: Interceptor> CallState<I> {
+    /// The method's interceptors.
+    #[inline]
+    fn method(&self) -> &'static Method<I> {
+        // SAFETY: `Method::start` made the context with `&self.info` of the
+        // `Method<I>` that made this call, and `info` is its first field
+        // (`repr(C)`): the same address, valid for `'static`.
+        unsafe { &*(self.ctx.method as *const MethodInfo as *const Method<I>) }
+    }
+
     /// Ends the call; the first caller wins. An interceptor's terminal status
     /// takes precedence over what the handler or stream reported.
     fn finalize(&self, result: Result<(), Status>) -> Result<(), Status> {
@@ -159,23 +214,91 @@ impl<I: Interceptor> Shared<I> {
             self.ctx.terminate(status);
         }
         if self.ctx.set_outcome(&result) {
-            self.method.interceptors.on_end(&self.state, &self.ctx);
+            self.method().interceptors.on_end(&self.call, &self.ctx);
         }
         result
     }
 
-    fn tap(self: &Arc<Self>, direction: Direction, owns_end: bool) -> DirTap<I> {
-        DirTap {
-            state: Some(self.method.interceptors.on_stream(&self.state, &self.ctx, direction)),
-            shared: self.clone(),
-            direction,
-            owns_end,
-            ended: false,
+    /// Makes the one [`Tap`] of `direction`.
+    ///
+    /// # Safety
+    /// At most once per direction and call, and not while anything else
+    /// touches that direction's state.
+    unsafe fn tap<M: prost::Message + 'static>(self: &Arc<Self>, direction: Direction, owns_end: bool) -> Tap<M> {
+        // SAFETY: nothing else touches this side yet (the caller's promise).
+        let side = unsafe { &mut *self.side(direction).0.get() };
+        *side = Some(self.method().interceptors.on_stream(&self.call, &self.ctx, direction));
+        if owns_end {
+            self.ctx.flags.fetch_or(flag::OWNS_END, Ordering::Relaxed);
         }
+        let raw = Arc::into_raw(self.clone());
+        // SAFETY: `Dir<I, D>` is a `repr(transparent)` wrapper of
+        // `CallState<I>`: same size and alignment, which is what
+        // `Arc::from_raw` asks of a pointer from another `Arc` type.
+        let call: Arc<dyn ErasedTap<M>> = unsafe {
+            match direction {
+                Direction::Inbound => Arc::from_raw(raw as *const Dir<I, false>),
+                Direction::Outbound => Arc::from_raw(raw as *const Dir<I, true>),
+            }
+        };
+        Tap { call }
+    }
+
+    fn side(&self, direction: Direction) -> &Side<I::Stream> {
+        match direction {
+            Direction::Inbound => &self.inbound,
+            Direction::Outbound => &self.outbound,
+        }
+    }
+
+    /// A waker for the whole call, handed to `poll_interrupt`: a timer an
+    /// interceptor registers with it sets both directions' interrupt flags
+    /// and wakes whichever waits. It holds the call weakly, so a timer kept
+    /// in the call's own state does not keep the call alive.
+    fn call_waker(&self) -> Waker {
+        // SAFETY: a `CallState` only ever lives in the `Arc` `Method::start`
+        // made (through `Dir` views of the same allocation), so `self` is
+        // that `Arc`'s pointee; `ManuallyDrop` leaves its count as it is.
+        let arc = ManuallyDrop::new(unsafe { Arc::from_raw(self as *const Self) });
+        let weak = Weak::into_raw(Arc::downgrade(&arc));
+        // SAFETY: the vtable's functions treat the pointer as the `Weak`
+        // it is.
+        unsafe { Waker::from_raw(RawWaker::new(weak as *const (), waker_vtable::<I>())) }
     }
 }
 
-impl<I: Interceptor> Drop for Shared<I> {
+fn waker_vtable<I: Interceptor>() -> &'static RawWakerVTable {
+    &RawWakerVTable::new(clone_waker::<I>, wake_waker::<I>, wake_waker_by_ref::<I>, drop_waker::<I>)
+}
+
+unsafe fn clone_waker<I: Interceptor>(ptr: *const ()) -> RawWaker {
+    // SAFETY: `ptr` is a `Weak<CallState<I>>` made by `call_waker`.
+    let weak = ManuallyDrop::new(unsafe { Weak::from_raw(ptr as *const CallState<I>) });
+    RawWaker::new(Weak::into_raw(Weak::clone(&weak)) as *const (), waker_vtable::<I>())
+}
+
+unsafe fn wake_waker<I: Interceptor>(ptr: *const ()) {
+    // SAFETY: as in `clone_waker`; this consumes the waker's `Weak`.
+    let weak = unsafe { Weak::from_raw(ptr as *const CallState<I>) };
+    if let Some(call) = weak.upgrade() {
+        call.ctx.interrupt();
+    }
+}
+
+unsafe fn wake_waker_by_ref<I: Interceptor>(ptr: *const ()) {
+    // SAFETY: as in `clone_waker`.
+    let weak = ManuallyDrop::new(unsafe { Weak::from_raw(ptr as *const CallState<I>) });
+    if let Some(call) = weak.upgrade() {
+        call.ctx.interrupt();
+    }
+}
+
+unsafe fn drop_waker<I: Interceptor>(ptr: *const ()) {
+    // SAFETY: as in `clone_waker`; this drops the waker's `Weak`.
+    drop(unsafe { Weak::from_raw(ptr as *const CallState<I>) });
+}
+
+impl<I: Interceptor> Drop for CallState<I> {
     fn drop(&mut self) {
         // Every path finalizes before this; this is the backstop.
         let _ = self.finalize(Err(gone()));
@@ -196,30 +319,42 @@ fn gone() -> Status {
 /// The handler's side of one call. Dropped before `finish_*` (the client went
 /// away, or the handler panicked), it ends the call as CANCELLED (INTERNAL).
 pub struct Call<I: Interceptor> {
-    shared: Arc<Shared<I>>,
+    state: Arc<CallState<I>>,
     armed: bool,
+    inbound_taken: bool,
 }
 
 impl<I: Interceptor> Drop for Call<I> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = self.shared.finalize(Err(gone()));
+            let _ = self.state.finalize(Err(gone()));
         }
     }
 }
 
 impl<I: Interceptor> Call<I> {
     /// The call's context.
-    pub fn context(&self) -> &Arc<CallContext> {
-        &self.shared.ctx
+    pub fn context(&self) -> &CallContext {
+        &self.state.ctx
+    }
+
+    /// The one tap of the inbound direction.
+    fn inbound_tap<T: prost::Message + 'static>(&mut self) -> Tap<T> {
+        // An expansion takes the inbound direction once; this keeps `tap`'s
+        // promise whatever calls it.
+        assert!(!self.inbound_taken, "interceptor-runtime: the inbound stream of a call was taken twice");
+        self.inbound_taken = true;
+        // SAFETY: the first and only inbound tap of this call (above); the
+        // outbound one is made only by `finish_*`, which consume `self`.
+        unsafe { self.state.tap(Direction::Inbound, false) }
     }
 
     /// Wraps a client stream.
-    pub fn inbound<T>(&self, request: Request<Streaming<T>>) -> Request<Inbound<T>>
+    pub fn inbound<T>(&mut self, request: Request<Streaming<T>>) -> Request<Inbound<T>>
     where
         T: prost::Message + 'static,
     {
-        let tap = Box::new(self.shared.tap(Direction::Inbound, false));
+        let tap = self.inbound_tap();
         request.map(|stream| Inbound::new(stream, tap))
     }
 
@@ -229,8 +364,10 @@ impl<I: Interceptor> Call<I> {
     where
         T: prost::Message + 'static,
     {
-        let mut tap = self.shared.tap(Direction::Inbound, false);
-        match poll_fn(|cx| Tap::<T>::poll_message(&mut tap, cx, request.get_ref())).await {
+        let mut tap = self.inbound_tap::<T>();
+        let passed = poll_fn(|cx| tap.poll_message(cx, request.get_ref())).await;
+        drop(tap);
+        match passed {
             Ok(()) => Ok(request),
             Err(status) => Err(self.end(Err(status)).unwrap_err()),
         }
@@ -245,7 +382,8 @@ impl<I: Interceptor> Call<I> {
         match result {
             Ok(response) => {
                 self.armed = false;
-                let tap = Box::new(self.shared.tap(Direction::Outbound, true));
+                // SAFETY: the only outbound tap: `self` is consumed.
+                let tap = unsafe { self.state.tap(Direction::Outbound, true) };
                 Ok(response.map(|inner| X::wrap(inner, tap)))
             }
             Err(status) => Err(self.end(Err(status)).unwrap_err()),
@@ -261,82 +399,165 @@ impl<I: Interceptor> Call<I> {
             Ok(response) => response,
             Err(status) => return Err(self.end(Err(status)).unwrap_err()),
         };
-        let mut tap = self.shared.tap(Direction::Outbound, false);
-        let passed = poll_fn(|cx| Tap::<T>::poll_message(&mut tap, cx, response.get_ref())).await;
+        // SAFETY: the only outbound tap: `self` is consumed.
+        let mut tap = unsafe { self.state.tap::<T>(Direction::Outbound, false) };
+        let passed = poll_fn(|cx| tap.poll_message(cx, response.get_ref())).await;
         drop(tap);
         self.end(passed).map(|()| response)
     }
 
     fn end(&mut self, result: Result<(), Status>) -> Result<(), Status> {
         self.armed = false;
-        self.shared.finalize(result)
+        self.state.finalize(result)
     }
 }
 
 /// One direction of one call, as the wrappers see it: type-erased over the
-/// interceptors, so that `Inbound<T>` and `Outbound<S>` can be named.
-pub trait Tap<M>: Send + 'static {
-    /// Runs the message hooks; counts the message when it passes.
-    fn poll_message(&mut self, cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>>;
-    /// Polled while the direction waits: the call was ended by the other
-    /// direction or by an interceptor's timer.
-    fn poll_interrupt(&mut self, cx: &mut Context<'_>) -> Poll<Status>;
-    /// The direction ended with `result`; for the outbound direction this ends
-    /// the call. Returns the error the stream should yield last, if any.
-    fn end(&mut self, result: Result<(), Status>) -> Option<Status>;
-    /// The call.
-    fn context(&self) -> &Arc<CallContext>;
+/// interceptors, so that `Inbound<T>` and `Outbound<S>` can be named. It
+/// points into the call's one allocation; there is one per direction.
+pub struct Tap<M> {
+    call: Arc<dyn ErasedTap<M>>,
 }
 
-struct DirTap<I: Interceptor> {
-    shared: Arc<Shared<I>>,
-    /// Dropped as soon as the direction ends, so that nothing it holds (a
-    /// waiter in a shared limiter, a timer) outlives the stream's end.
-    state: Option<I::Stream>,
-    direction: Direction,
-    /// The outbound stream ends the call, also when dropped before its end.
-    owns_end: bool,
-    ended: bool,
+impl<M> Tap<M> {
+    /// The call.
+    #[inline]
+    pub(crate) fn context(&self) -> &CallContext {
+        // SAFETY: `ErasedTap` is implemented by `Dir` alone, a
+        // `repr(transparent)` `CallState`, whose first field is the context
+        // (`repr(C)`).
+        unsafe { &*(Arc::as_ptr(&self.call) as *const CallContext) }
+    }
+
+    /// The wrapper of `direction` has yielded its last item.
+    #[inline]
+    pub(crate) fn is_done(&self, direction: Direction) -> bool {
+        self.context().flags.load(Ordering::Relaxed) & flag::done(direction) != 0
+    }
+
+    /// Records that the wrapper of `direction` has yielded its last item.
+    pub(crate) fn mark_done(&mut self, direction: Direction) {
+        self.context().flags.fetch_or(flag::done(direction), Ordering::Relaxed);
+    }
+
+    /// Runs the message hooks; counts the message when it passes.
+    #[inline]
+    pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
+        // SAFETY (all three): `self` is this direction's only tap, and `&mut`.
+        unsafe { self.call.poll_message(cx, msg) }
+    }
+
+    /// Polled while the direction waits: the call was ended by the other
+    /// direction, or one of the interceptors' timers fired.
+    pub(crate) fn poll_interrupt(&mut self, cx: &mut Context<'_>) -> Poll<Status> {
+        unsafe { self.call.poll_interrupt(cx) }
+    }
+
+    /// The direction ended with `result`; for the outbound direction this ends
+    /// the call. Returns the error the stream should yield last, if any.
+    pub(crate) fn end(&mut self, result: Result<(), Status>) -> Option<Status> {
+        unsafe { self.call.end(result) }
+    }
+}
+
+impl<M> Drop for Tap<M> {
+    fn drop(&mut self) {
+        // SAFETY: as above; this is the tap's last use.
+        unsafe { self.call.release() }
+    }
+}
+
+/// The view of a call from one direction (`OUT`: the outbound one), so that
+/// a [`Tap`] is one pointer into the call's allocation, with its direction
+/// in the vtable.
+#[repr(transparent)]
+struct Dir<I: Interceptor, const OUT: bool>(CallState<I>);
+
+/// What a [`Tap`] calls through.
+///
+/// # Safety
+/// Every method with `unsafe` touches the direction's state: only the
+/// direction's one `Tap` calls them, through `&mut self`.
+trait ErasedTap<M>: Send + Sync {
+    unsafe fn poll_message(&self, cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>>;
+    unsafe fn poll_interrupt(&self, cx: &mut Context<'_>) -> Poll<Status>;
+    unsafe fn end(&self, result: Result<(), Status>) -> Option<Status>;
+    unsafe fn release(&self);
 }
 
 // The per-message path below keeps to what every message does; each way out
-// of it (the call already ended, a rejection, a wait) is out of line, so that
-// it stays small.
-impl<I: Interceptor> DirTap<I> {
+// of it (a flag set, a rejection, a wait) is out of line, so that it stays
+// small.
+impl<I: Interceptor, const OUT: bool> Dir<I, OUT> {
+    const DIRECTION: Direction = if OUT { Direction::Outbound } else { Direction::Inbound };
+    const INTERRUPT: u8 = if OUT { flag::INTERRUPT_OUT } else { flag::INTERRUPT_IN };
+
+    /// This direction's state.
+    ///
+    /// # Safety
+    /// Only through this direction's `Tap`, and not twice at once.
+    #[allow(clippy::mut_from_ref)]
+    #[inline]
+    unsafe fn side(&self) -> &mut SideState<I::Stream> {
+        unsafe { &mut *self.0.side(Self::DIRECTION).0.get() }
+    }
+
     #[cold]
     #[inline(never)]
-    fn reject(&mut self, status: Status) -> Poll<Result<(), Status>> {
-        self.state = None;
-        let ctx = &self.shared.ctx;
-        ctx.mark_ended_by(self.shared.method.interceptors.name());
+    fn reject(&self, side: &mut SideState<I::Stream>, status: Status) -> Status {
+        *side = None;
+        let ctx = &self.0.ctx;
+        ctx.mark_ended_by(self.0.method().interceptors.name());
         ctx.terminate(&status);
-        Poll::Ready(Err(status))
+        status
     }
 
     /// The status a direction that has already ended reports.
     #[cold]
     fn ended_status(&self) -> Status {
-        self.shared.ctx.terminal_status().cloned().unwrap_or_else(gone)
+        self.0.ctx.terminal_status().cloned().unwrap_or_else(gone)
     }
 
-    /// The call was ended (by the other direction or an interceptor): this
-    /// direction ends with its status.
+    /// A flag is set (the call ended, or a timer fired, or this direction
+    /// has not polled the timers yet): deals with it before the message.
     #[cold]
     #[inline(never)]
-    fn terminated(&mut self) -> Poll<Result<(), Status>> {
-        self.state = None;
-        Poll::Ready(Err(self.ended_status()))
+    fn attend(&self, side: &mut SideState<I::Stream>) -> Option<Status> {
+        let ctx = &self.0.ctx;
+        if let Some(status) = ctx.terminal_status() {
+            *side = None;
+            return Some(status.clone());
+        }
+        match self.interrupt(side) {
+            Poll::Ready(status) => Some(status),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Polls the interceptors' timers with the call's waker.
+    fn interrupt(&self, side: &mut SideState<I::Stream>) -> Poll<Status> {
+        let call = &self.0;
+        call.ctx.flags.fetch_and(!Self::INTERRUPT, Ordering::AcqRel);
+        let Some(state) = side.as_mut() else { return Poll::Ready(self.ended_status()) };
+        let waker = call.call_waker();
+        let mut cx = Context::from_waker(&waker);
+        match call.method().interceptors.poll_interrupt(&call.call, state, &call.ctx, &mut cx) {
+            Poll::Ready(status) => Poll::Ready(self.reject(side, status)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// An interceptor holds the message back: wait, unless the call was ended
     /// meanwhile.
     #[inline(never)]
-    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        match self.shared.ctx.poll_terminated(self.direction, cx.waker()) {
+    fn wait(&self, side: &mut SideState<I::Stream>, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        let ctx = &self.0.ctx;
+        ctx.register(Self::DIRECTION, cx.waker());
+        match ctx.terminal_status() {
             // Ended while this message waited: stop waiting now.
             Some(status) => {
                 let status = status.clone();
-                self.state = None;
+                *side = None;
                 Poll::Ready(Err(status))
             }
             None => Poll::Pending,
@@ -344,74 +565,73 @@ impl<I: Interceptor> DirTap<I> {
     }
 }
 
-impl<I: Interceptor, M: prost::Message + 'static> Tap<M> for DirTap<I> {
+impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedTap<M> for Dir<I, OUT> {
     #[inline]
-    fn poll_message(&mut self, cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
-        let ctx = &*self.shared.ctx;
-        if ctx.terminal_status().is_some() {
-            return self.terminated();
+    unsafe fn poll_message(&self, cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
+        let call = &self.0;
+        let ctx = &call.ctx;
+        // SAFETY: the caller's promise.
+        let side = unsafe { self.side() };
+        if ctx.flags.load(Ordering::Relaxed) & (flag::TERMINATED | Self::INTERRUPT) != 0 {
+            if let Some(status) = self.attend(side) {
+                return Poll::Ready(Err(status));
+            }
         }
-        let Some(state) = &mut self.state else { return Poll::Ready(Err(self.ended_status())) };
-        let counters = ctx.counters(self.direction);
+        let Some(state) = side.as_mut() else { return Poll::Ready(Err(self.ended_status())) };
+        let counters = ctx.counters(Self::DIRECTION);
         let view = MessageRef {
             ctx,
-            direction: self.direction,
+            direction: Self::DIRECTION,
             message: msg,
             encoded_len: msg.encoded_len(),
-            index: counters.messages.load(std::sync::atomic::Ordering::Relaxed),
+            index: counters.messages.load(Ordering::Relaxed),
         };
-        let interceptors = &self.shared.method.interceptors;
-        match interceptors.poll_message(&self.shared.state, state, cx, &view) {
+        let interceptors = &call.method().interceptors;
+        match interceptors.poll_message(&call.call, state, cx, &view) {
             Poll::Ready(Ok(())) => {
-                interceptors.on_delivered(&self.shared.state, state, &view);
+                interceptors.on_delivered(&call.call, state, &view);
                 counters.add(view.encoded_len);
                 Poll::Ready(Ok(()))
             }
-            Poll::Ready(Err(status)) => self.reject(status),
-            Poll::Pending => self.wait(cx),
+            Poll::Ready(Err(status)) => Poll::Ready(Err(self.reject(side, status))),
+            Poll::Pending => self.wait(side, cx),
         }
     }
 
-    fn poll_interrupt(&mut self, cx: &mut Context<'_>) -> Poll<Status> {
-        let ctx = &*self.shared.ctx;
-        if let Some(status) = ctx.poll_terminated(self.direction, cx.waker()) {
-            let status = status.clone();
-            self.state = None;
-            return Poll::Ready(status);
+    unsafe fn poll_interrupt(&self, cx: &mut Context<'_>) -> Poll<Status> {
+        let ctx = &self.0.ctx;
+        // SAFETY: the caller's promise.
+        let side = unsafe { self.side() };
+        // Registered first, so that an end or a timer from now on wakes it.
+        ctx.register(Self::DIRECTION, cx.waker());
+        if let Some(status) = ctx.terminal_status() {
+            *side = None;
+            return Poll::Ready(status.clone());
         }
-        let Some(state) = &mut self.state else { return Poll::Ready(self.ended_status()) };
-        let interceptors = &self.shared.method.interceptors;
-        match interceptors.poll_interrupt(&self.shared.state, state, ctx, cx) {
-            Poll::Ready(status) => {
-                let _ = self.reject(status.clone());
-                Poll::Ready(status)
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        self.interrupt(side)
     }
 
-    fn end(&mut self, result: Result<(), Status>) -> Option<Status> {
-        self.ended = true;
-        self.state = None;
-        if self.owns_end {
-            self.shared.finalize(result).err()
+    unsafe fn end(&self, result: Result<(), Status>) -> Option<Status> {
+        // SAFETY: the caller's promise.
+        *unsafe { self.side() } = None;
+        let ctx = &self.0.ctx;
+        let flags = ctx.flags.fetch_or(flag::done(Self::DIRECTION), Ordering::Relaxed);
+        if OUT && flags & flag::OWNS_END != 0 {
+            self.0.finalize(result).err()
         } else {
-            match self.shared.ctx.terminal_status() {
+            match ctx.terminal_status() {
                 Some(status) => Some(status.clone()),
                 None => result.err(),
             }
         }
     }
 
-    fn context(&self) -> &Arc<CallContext> {
-        &self.shared.ctx
-    }
-}
-
-impl<I: Interceptor> Drop for DirTap<I> {
-    fn drop(&mut self) {
-        if self.owns_end && !self.ended {
-            let _ = self.shared.finalize(Err(gone()));
+    unsafe fn release(&self) {
+        // SAFETY: the caller's promise.
+        *unsafe { self.side() } = None;
+        let flags = self.0.ctx.flags.fetch_or(flag::done(Self::DIRECTION), Ordering::Relaxed);
+        if OUT && flags & flag::OWNS_END != 0 && flags & flag::DONE_OUT == 0 {
+            let _ = self.0.finalize(Err(gone()));
         }
     }
 }

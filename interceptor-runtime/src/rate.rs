@@ -83,9 +83,10 @@ impl Rate {
     /// A rate interceptor with these options.
     pub fn new(config: RateConfig) -> Self {
         let shared = match config.scope {
-            RateScope::Method => {
-                [limiter(config.recv, config.burst).map(Arc::new), limiter(config.send, config.burst).map(Arc::new)]
-            }
+            RateScope::Method => [
+                limiter(config.recv, config.burst, u64::MAX).map(Arc::new),
+                limiter(config.send, config.burst, u64::MAX).map(Arc::new),
+            ],
             RateScope::Stream => [None, None],
         };
         Rate { config, shared }
@@ -99,40 +100,58 @@ impl Rate {
     }
 }
 
-/// A limiter of `per_second` permits with room for `burst`, full at start.
-fn limiter(per_second: Option<u64>, burst: Option<u64>) -> Option<RateLimiter> {
-    let (refill, interval_ms) = refill_every(per_second?.max(1));
-    let max = burst.unwrap_or(1).max(refill);
+/// How many permits a limiter of `per_second` with room for `burst` holds.
+fn capacity(per_second: u64, burst: Option<u64>) -> u64 {
+    let (refill, _) = refill_every(per_second.max(1));
+    burst.unwrap_or(1).max(refill)
+}
+
+/// A limiter of `per_second` permits with room for `burst`, holding
+/// `initial` permits at start.
+fn limiter(per_second: Option<u64>, burst: Option<u64>, initial: u64) -> Option<RateLimiter> {
+    let per_second = per_second?;
+    let (refill, interval_ms) = refill_every(per_second.max(1));
+    let max = capacity(per_second, burst);
     Some(
         RateLimiter::builder()
             .refill(refill as usize)
             .interval(Duration::from_millis(interval_ms))
             .max(max as usize)
-            .initial(max as usize)
+            .initial(initial.min(max) as usize)
             .fair(false)
             .build(),
     )
 }
 
-/// One direction's limiter and the message waiting in it, if any.
+/// One direction's use of the rate.
 ///
-/// With `scope = stream` the limiter has this one user, and leaky-bucket adds
-/// permits lazily, only when a taker finds its balance short: so taking the
-/// whole balance at once into `credit` and spending that one message at a
-/// time lets exactly the same messages through at the same moments as taking
-/// one permit per message, without an atomic read-modify-write per message.
+/// A stream's own limiter (`scope = stream`) starts full, so the stream
+/// starts with that many permits as `credit` and makes the limiter only when
+/// it has spent them, starting empty then (so from then on the rate applies
+/// as it would have, never more loosely). And leaky-bucket adds permits
+/// lazily, only when a taker finds its balance short, and this limiter has no
+/// other taker: so taking its whole balance at once into `credit` and
+/// spending that one message at a time lets the same messages through at the
+/// same moments as taking one permit per message, without an atomic
+/// read-modify-write per message.
 pub struct RateStream {
-    limiter: Option<Arc<RateLimiter>>,
-    waiting: Option<Pin<Box<AcquireOwned>>>,
-    /// Permits taken from the stream's own limiter and not spent yet.
+    /// Permits the stream holds and has not spent yet.
     credit: u64,
+    /// The limiter and the message waiting in it, made when first needed.
+    slow: Option<Box<Slow>>,
+}
+
+struct Slow {
+    /// The stream's own limiter (`scope = stream`); `None` for the method's.
+    own: Option<Arc<RateLimiter>>,
+    waiting: Option<Pin<Box<AcquireOwned>>>,
 }
 
 impl std::fmt::Debug for RateStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateStream")
-            .field("limited", &self.limiter.is_some())
-            .field("waiting", &self.waiting.is_some())
+            .field("credit", &self.credit)
+            .field("waiting", &self.slow.as_ref().is_some_and(|slow| slow.waiting.is_some()))
             .finish()
     }
 }
@@ -150,11 +169,13 @@ impl Interceptor for Rate {
     }
 
     fn on_stream(&self, _: &(), _: &CallContext, direction: Direction) -> RateStream {
-        let limiter = match self.config.scope {
-            RateScope::Method => self.shared[direction as usize].clone(),
-            RateScope::Stream => limiter(self.per_second(direction), self.config.burst).map(Arc::new),
+        let credit = match (self.config.scope, self.per_second(direction)) {
+            // No limit this way: credit that never runs out.
+            (_, None) => u64::MAX,
+            (RateScope::Stream, Some(per_second)) => capacity(per_second, self.config.burst),
+            (RateScope::Method, Some(_)) => 0,
         };
-        RateStream { limiter, waiting: None, credit: 0 }
+        RateStream { credit, slow: None }
     }
 
     #[inline]
@@ -169,50 +190,53 @@ impl Interceptor for Rate {
             stream.credit -= 1;
             return Poll::Ready(Ok(()));
         }
-        let Some(limiter) = &stream.limiter else { return Poll::Ready(Ok(())) };
-        if stream.waiting.is_none() && self.take_permit(limiter, &mut stream.credit) {
-            return Poll::Ready(Ok(()));
-        }
-        self.poll_wait(stream, cx, msg.direction())
+        self.poll_permit(stream, cx, msg.direction())
     }
 }
 
 impl Rate {
-    /// Takes a permit if there is one; with a stream's own limiter, takes its
-    /// whole balance and keeps the rest as credit (see [`RateStream`]).
-    #[inline]
-    fn take_permit(&self, limiter: &RateLimiter, credit: &mut u64) -> bool {
-        if self.config.scope == RateScope::Stream {
-            let balance = limiter.balance();
-            if balance > 1 && limiter.try_acquire(balance) {
-                *credit = balance as u64 - 1;
-                return true;
-            }
-        }
-        limiter.try_acquire(1)
-    }
-}
-
-impl Rate {
-    /// A message that found no permit: waits for one, or is rejected. Out of
-    /// line, so that the per-message path above stays small enough to inline.
+    /// A message the stream holds no permit for: takes one from the limiter,
+    /// waits for one, or is rejected. Out of line, so that the per-message
+    /// path above stays small enough to inline.
     #[inline(never)]
-    fn poll_wait(
+    fn poll_permit(
         &self,
         stream: &mut RateStream,
         cx: &mut Context<'_>,
         direction: Direction,
     ) -> Poll<Result<(), Status>> {
-        let Some(limiter) = &stream.limiter else { return Poll::Ready(Ok(())) };
-        if let Some(waiting) = &mut stream.waiting {
+        let per_second = self.per_second(direction);
+        let slow = stream.slow.get_or_insert_with(|| {
+            let own = match self.config.scope {
+                RateScope::Stream => limiter(per_second, self.config.burst, 0).map(Arc::new),
+                RateScope::Method => None,
+            };
+            Box::new(Slow { own, waiting: None })
+        });
+        let Some(limiter) = slow.own.as_ref().or(self.shared[direction as usize].as_ref()) else {
+            return Poll::Ready(Ok(()));
+        };
+        if let Some(waiting) = &mut slow.waiting {
             std::task::ready!(waiting.as_mut().poll(cx));
-            stream.waiting = None;
+            slow.waiting = None;
+            return Poll::Ready(Ok(()));
+        }
+        if slow.own.is_some() {
+            // The stream's own: take the whole balance (see `RateStream`).
+            let balance = limiter.balance();
+            if balance > 1 && limiter.try_acquire(balance) {
+                stream.credit = balance as u64 - 1;
+                return Poll::Ready(Ok(()));
+            }
+        }
+        // Refills the limiter if a refill is due.
+        if limiter.try_acquire(1) {
             return Poll::Ready(Ok(()));
         }
         if self.config.on_exceed == OnExceed::Reject {
-            let per_second = self.per_second(direction).unwrap_or_default();
             return Poll::Ready(Err(Status::resource_exhausted(format!(
-                "rate limit exceeded: at most {per_second} messages per second ({}){}",
+                "rate limit exceeded: at most {} messages per second ({}){}",
+                per_second.unwrap_or_default(),
                 direction.as_str(),
                 if self.config.scope == RateScope::Method { " for all streams of the method" } else { "" },
             ))));
@@ -221,7 +245,7 @@ impl Rate {
         match waiting.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Ok(())),
             Poll::Pending => {
-                stream.waiting = Some(waiting);
+                slow.waiting = Some(waiting);
                 Poll::Pending
             }
         }

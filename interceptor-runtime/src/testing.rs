@@ -91,7 +91,7 @@ use futures_util::StreamExt;
 use http_body::Frame;
 use tonic::{codec::Codec, Request, Response, Status, Streaming};
 
-use crate::call::{CallContext, Outcome};
+use crate::call::{CallRef, Outcome};
 
 /// One step of a scripted client stream.
 pub enum Step<T> {
@@ -258,15 +258,15 @@ fn grpc_frame<T: prost::Message>(message: &T) -> Bytes {
 /// The request extension [`probe`] adds; the runtime fills it when the call
 /// starts.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Probe(pub(crate) Arc<OnceLock<Arc<CallContext>>>);
+pub(crate) struct Probe(pub(crate) Arc<OnceLock<CallRef>>);
 
 /// Reads back the call a probed request started.
 #[derive(Clone, Debug)]
-pub struct CallProbe(Arc<OnceLock<Arc<CallContext>>>);
+pub struct CallProbe(Arc<OnceLock<CallRef>>);
 
 impl CallProbe {
     /// The call, once the intercepted handler has started it.
-    pub fn context(&self) -> Option<Arc<CallContext>> {
+    pub fn context(&self) -> Option<CallRef> {
         self.0.get().cloned()
     }
 
