@@ -152,8 +152,7 @@ impl Interceptor for Budget {
             }
         }
         if let Some(max) = self.config.bytes {
-            let so_far = msg.call().counters(msg.direction()).bytes.load(Ordering::Relaxed);
-            if so_far + msg.encoded_len() as u64 > max {
+            if msg.bytes_before() + msg.encoded_len() as u64 > max {
                 return Poll::Ready(Err(used_up(max, "bytes", msg.direction())));
             }
         }

@@ -114,13 +114,14 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    /// Counts one message. Each direction has a single writer (its `Inbound`
-    /// or `Outbound`, polled through `&mut`, or the one unary message), so a
-    /// plain load and store suffice: no locked read-modify-write per message.
+    /// Counts one message, given the counts before it. Each direction has a
+    /// single writer (its `Inbound` or `Outbound`, polled through `&mut`, or
+    /// the one unary message), which read them: so plain stores suffice, no
+    /// locked read-modify-write per message.
     #[inline]
-    pub(crate) fn add(&self, bytes: usize) {
-        self.bytes.store(self.bytes.load(Relaxed) + bytes as u64, Relaxed);
-        self.messages.store(self.messages.load(Relaxed) + 1, Relaxed);
+    pub(crate) fn record(&self, messages_before: u64, bytes_before: u64, bytes: usize) {
+        self.bytes.store(bytes_before + bytes as u64, Relaxed);
+        self.messages.store(messages_before + 1, Relaxed);
     }
 }
 

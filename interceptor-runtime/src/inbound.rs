@@ -81,8 +81,8 @@ impl<T: prost::Message + 'static> Stream for Inbound<T> {
         if this.tap.is_done(Direction::Inbound) {
             return Poll::Ready(None);
         }
-        if let Some(message) = this.pending.take() {
-            return this.pass(cx, *message);
+        if this.pending.is_some() {
+            return this.pass_pending(cx);
         }
         // The message stays where `Streaming` wrote it while the interceptors
         // look at it, and is returned in place: moving a value just written
@@ -107,6 +107,15 @@ impl<T: prost::Message + 'static> Stream for Inbound<T> {
 }
 
 impl<T: prost::Message + 'static> Inbound<T> {
+    /// Runs the interceptors again on the message held back.
+    #[cold]
+    fn pass_pending(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, Status>>> {
+        match self.pending.take() {
+            Some(message) => self.pass(cx, *message),
+            None => Poll::Pending,
+        }
+    }
+
     /// Runs the interceptors on `message` (one held back before).
     fn pass(&mut self, cx: &mut Context<'_>, message: T) -> Poll<Option<Result<T, Status>>> {
         match self.tap.poll_message(cx, &message) {

@@ -34,6 +34,7 @@ pub struct MessageRef<'a, M> {
     pub(crate) message: &'a M,
     pub(crate) encoded_len: usize,
     pub(crate) index: u64,
+    pub(crate) bytes_before: u64,
 }
 
 impl<'a, M> MessageRef<'a, M> {
@@ -53,6 +54,11 @@ impl<'a, M> MessageRef<'a, M> {
     /// 0 for the first message of this direction, 1 for the next ...
     pub fn index(&self) -> u64 {
         self.index
+    }
+    /// The encoded bytes of the messages of this direction that passed
+    /// before this one.
+    pub fn bytes_before(&self) -> u64 {
+        self.bytes_before
     }
     /// The call this message belongs to.
     pub fn call(&self) -> &'a CallContext {
@@ -81,8 +87,8 @@ impl<'a, M> MessageRef<'a, M> {
 ///    [`on_message`](Self::on_message)) for every message in each direction,
 ///    before the handler or the client gets it: may wait, may reject; then
 ///    [`on_delivered`](Self::on_delivered) once every interceptor let it pass.
-///    [`poll_interrupt`](Self::poll_interrupt) while a direction is idle, for
-///    timers.
+///    [`poll_interrupt`](Self::poll_interrupt) when a direction starts, while
+///    it is idle, and when a timer it registered fires.
 /// 4. [`on_end`](Self::on_end) exactly once, with the final status and stats.
 ///
 /// A rejection ends the whole call with that status: the handler sees it on
@@ -90,6 +96,11 @@ impl<'a, M> MessageRef<'a, M> {
 ///
 /// Interceptors are built once per method and shared by all its calls, so
 /// `&self` state (a shared limiter, a counter) is per method.
+///
+/// A call's state (its [`CallContext`], every interceptor's [`Self::Call`] and
+/// both directions' [`Self::Stream`]) is one allocation, made when the call
+/// starts; keep the per-call and per-stream types small, and box what is
+/// rarely needed.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an interceptor",
     label = "`with = ..` takes a value whose type implements `interceptor_runtime::Interceptor`",
@@ -152,9 +163,17 @@ pub trait Interceptor: Send + Sync + 'static {
         let _ = (call, stream, msg);
     }
 
-    /// Polled while a direction waits for its next message; `Ready(status)`
-    /// ends the call with that status (a timer that fired, say). The default
-    /// never fires.
+    /// Where timers are polled; `Ready(status)` ends the call with that status
+    /// (a timer that fired, say). The default never fires.
+    ///
+    /// It is polled once when each direction starts (so a timer is
+    /// registered even on a stream that never waits), whenever a direction
+    /// finds no message ready, and before the next message of each direction
+    /// once a timer registered here has fired. `cx`'s waker belongs to the
+    /// whole call, not to one direction: a timer kept in [`Self::Call`] and
+    /// polled here by either direction interrupts both, busy or waiting. The
+    /// waker holds the call weakly, so such a timer does not keep the call
+    /// alive.
     fn poll_interrupt(
         &self,
         call: &Self::Call,
@@ -183,6 +202,15 @@ impl Interceptor for () {
         Ok(())
     }
     fn on_stream(&self, _: &(), _: &CallContext, _: Direction) {}
+}
+
+/// Records `name` as the interceptor that ended the call; out of line, as it
+/// happens once per call at most.
+#[cold]
+#[inline(never)]
+fn rejected_by(ctx: &CallContext, name: &'static str, status: Status) -> Status {
+    ctx.mark_ended_by(name);
+    status
 }
 
 /// Two interceptors run in order: `A` first, then `B`, for every hook but
@@ -244,7 +272,7 @@ impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn poll_message<M: prost::Message + 'static>(
         &self,
         call: &Self::Call,
@@ -255,10 +283,7 @@ impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
         if !stream.first_passed {
             match self.first.poll_message(&call.0, &mut stream.first, cx, msg) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(status)) => {
-                    msg.ctx.mark_ended_by(self.first.name());
-                    return Poll::Ready(Err(status));
-                }
+                Poll::Ready(Err(status)) => return Poll::Ready(Err(rejected_by(msg.ctx, self.first.name(), status))),
                 Poll::Ready(Ok(())) => stream.first_passed = true,
             }
         }
@@ -267,7 +292,10 @@ impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
             Poll::Ready(result) => result,
         };
         stream.first_passed = false;
-        Poll::Ready(result.inspect_err(|_| msg.ctx.mark_ended_by(self.second.name())))
+        match result {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(status) => Poll::Ready(Err(rejected_by(msg.ctx, self.second.name(), status))),
+        }
     }
 
     #[inline]
@@ -376,7 +404,14 @@ mod tests {
         let ctx = ctx();
         let call = chain.on_start(&ctx, &MetadataMap::new()).unwrap();
         let mut stream = chain.on_stream(&call, &ctx, Direction::Inbound);
-        let msg = MessageRef { ctx: &ctx, direction: Direction::Inbound, message: &(), encoded_len: 0, index: 0 };
+        let msg = MessageRef {
+            ctx: &ctx,
+            direction: Direction::Inbound,
+            message: &(),
+            encoded_len: 0,
+            index: 0,
+            bytes_before: 0,
+        };
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(chain.poll_message(&call, &mut stream, &mut cx, &msg).is_pending());
         // Polled again, only the one that waited runs again.

@@ -73,8 +73,8 @@ where
         if this.tap.is_done(Direction::Outbound) {
             return Poll::Ready(None);
         }
-        if let Some(message) = this.pending.take() {
-            return pass(this.tap, this.pending, cx, *message);
+        if this.pending.is_some() {
+            return pass_pending(this.tap, this.pending, cx);
         }
         // As in `Inbound`: the message is looked at where the inner stream
         // wrote it and returned in place.
@@ -92,6 +92,19 @@ where
                 Poll::Pending
             }
         }
+    }
+}
+
+/// Runs the interceptors again on the message held back.
+#[cold]
+fn pass_pending<T: 'static>(
+    tap: &mut Tap<T>,
+    pending: &mut Option<Box<T>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<T, Status>>> {
+    match pending.take() {
+        Some(message) => pass(tap, pending, cx, *message),
+        None => Poll::Pending,
     }
 }
 

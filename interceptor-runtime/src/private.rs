@@ -20,7 +20,9 @@ use std::{
     cell::UnsafeCell,
     collections::HashMap,
     future::poll_fn,
+    marker::PhantomData,
     mem::ManuallyDrop,
+    ptr::NonNull,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex, OnceLock, Weak,
@@ -231,17 +233,16 @@ impl<I: Interceptor> CallState<I> {
         if owns_end {
             self.ctx.flags.fetch_or(flag::OWNS_END, Ordering::Relaxed);
         }
-        let raw = Arc::into_raw(self.clone());
-        // SAFETY: `Dir<I, D>` is a `repr(transparent)` wrapper of
-        // `CallState<I>`: same size and alignment, which is what
-        // `Arc::from_raw` asks of a pointer from another `Arc` type.
-        let call: Arc<dyn ErasedTap<M>> = unsafe {
-            match direction {
-                Direction::Inbound => Arc::from_raw(raw as *const Dir<I, false>),
-                Direction::Outbound => Arc::from_raw(raw as *const Dir<I, true>),
-            }
+        // The tap holds one strong count, given back by its `release`; its
+        // pointer comes from `into_raw`, valid for the whole allocation.
+        // SAFETY: `into_raw` never returns null; the context is the first
+        // field of the `repr(C)` `CallState`.
+        let call = unsafe { NonNull::new_unchecked(Arc::into_raw(self.clone()) as *mut CallContext) };
+        let vtable = match direction {
+            Direction::Inbound => NonNull::from(&VTableOf::<I, false, M>::VTABLE),
+            Direction::Outbound => NonNull::from(&VTableOf::<I, true, M>::VTABLE),
         };
-        Tap { call }
+        Tap { call, vtable }
     }
 
     fn side(&self, direction: Direction) -> &Side<I::Stream> {
@@ -255,11 +256,12 @@ impl<I: Interceptor> CallState<I> {
     /// interceptor registers with it sets both directions' interrupt flags
     /// and wakes whichever waits. It holds the call weakly, so a timer kept
     /// in the call's own state does not keep the call alive.
-    fn call_waker(&self) -> Waker {
-        // SAFETY: a `CallState` only ever lives in the `Arc` `Method::start`
-        // made (through `Dir` views of the same allocation), so `self` is
-        // that `Arc`'s pointee; `ManuallyDrop` leaves its count as it is.
-        let arc = ManuallyDrop::new(unsafe { Arc::from_raw(self as *const Self) });
+    ///
+    /// # Safety
+    /// `raw` is a tap's pointer (from `Arc::into_raw`), still holding its count.
+    unsafe fn call_waker(raw: *const ()) -> Waker {
+        // SAFETY: the caller's promise; `ManuallyDrop` leaves the count as it is.
+        let arc = ManuallyDrop::new(unsafe { Arc::from_raw(raw as *const Self) });
         let weak = Weak::into_raw(Arc::downgrade(&arc));
         // SAFETY: the vtable's functions treat the pointer as the `Weak`
         // it is.
@@ -415,18 +417,77 @@ impl<I: Interceptor> Call<I> {
 /// One direction of one call, as the wrappers see it: type-erased over the
 /// interceptors, so that `Inbound<T>` and `Outbound<S>` can be named. It
 /// points into the call's one allocation; there is one per direction.
+///
+/// A hand-made trait object: a thin pointer to the call's state, whose first
+/// field is the [`CallContext`] (so reading the context is one load, with no
+/// offset to compute from a vtable's alignment), and a vtable of the
+/// direction's functions.
 pub struct Tap<M> {
-    call: Arc<dyn ErasedTap<M>>,
+    /// The `CallState<I>` (its context first), holding one strong count of
+    /// its `Arc`.
+    call: NonNull<CallContext>,
+    vtable: NonNull<TapVTable<M>>,
+}
+
+// SAFETY: the call's state is `Send + Sync` (see `CallState`), and the
+// direction's state it reaches is touched only through this one tap, by
+// `&mut self`; `&Tap` only reads the context, which is `Sync`.
+unsafe impl<M> Send for Tap<M> {}
+unsafe impl<M> Sync for Tap<M> {}
+
+struct TapVTable<M> {
+    poll_message: unsafe fn(*const (), &mut Context<'_>, &M) -> Poll<Result<(), Status>>,
+    poll_interrupt: unsafe fn(*const (), &mut Context<'_>) -> Poll<Status>,
+    end: unsafe fn(*const (), Result<(), Status>) -> Option<Status>,
+    /// Releases the direction and the tap's strong count.
+    release: unsafe fn(*const ()),
+}
+
+struct VTableOf<I, const OUT: bool, M>(PhantomData<fn() -> (I, M)>);
+
+impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> VTableOf<I, OUT, M> {
+    const VTABLE: TapVTable<M> = TapVTable {
+        poll_message: Self::poll_message,
+        poll_interrupt: Self::poll_interrupt,
+        end: Self::end,
+        release: Self::release,
+    };
+
+    /// # Safety (all four)
+    /// `call` is the pointer of a `Tap` made by `CallState::<I>::tap` for
+    /// direction `OUT`, used by that tap alone.
+    unsafe fn dir<'a>(call: *const ()) -> &'a Dir<I, OUT> {
+        unsafe { &*(call as *const Dir<I, OUT>) }
+    }
+    unsafe fn poll_message(call: *const (), cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
+        unsafe { ErasedTap::<M>::poll_message(Self::dir(call), call, cx, msg) }
+    }
+    unsafe fn poll_interrupt(call: *const (), cx: &mut Context<'_>) -> Poll<Status> {
+        unsafe { ErasedTap::<M>::poll_interrupt(Self::dir(call), call, cx) }
+    }
+    unsafe fn end(call: *const (), result: Result<(), Status>) -> Option<Status> {
+        unsafe { ErasedTap::<M>::end(Self::dir(call), result) }
+    }
+    unsafe fn release(call: *const ()) {
+        unsafe {
+            ErasedTap::<M>::release(Self::dir(call));
+            drop(Arc::from_raw(call as *const CallState<I>));
+        }
+    }
 }
 
 impl<M> Tap<M> {
+    #[inline]
+    fn vtable(&self) -> &TapVTable<M> {
+        // SAFETY: a `'static` constant.
+        unsafe { self.vtable.as_ref() }
+    }
+
     /// The call.
     #[inline]
     pub(crate) fn context(&self) -> &CallContext {
-        // SAFETY: `ErasedTap` is implemented by `Dir` alone, a
-        // `repr(transparent)` `CallState`, whose first field is the context
-        // (`repr(C)`).
-        unsafe { &*(Arc::as_ptr(&self.call) as *const CallContext) }
+        // SAFETY: the tap's strong count keeps the call's state alive.
+        unsafe { self.call.as_ref() }
     }
 
     /// The wrapper of `direction` has yielded its last item.
@@ -443,44 +504,44 @@ impl<M> Tap<M> {
     /// Runs the message hooks; counts the message when it passes.
     #[inline]
     pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
-        // SAFETY (all three): `self` is this direction's only tap, and `&mut`.
-        unsafe { self.call.poll_message(cx, msg) }
+        // SAFETY (all four): `self` is this direction's only tap, and `&mut`.
+        unsafe { (self.vtable().poll_message)(self.call.as_ptr() as *const (), cx, msg) }
     }
 
     /// Polled while the direction waits: the call was ended by the other
     /// direction, or one of the interceptors' timers fired.
     pub(crate) fn poll_interrupt(&mut self, cx: &mut Context<'_>) -> Poll<Status> {
-        unsafe { self.call.poll_interrupt(cx) }
+        unsafe { (self.vtable().poll_interrupt)(self.call.as_ptr() as *const (), cx) }
     }
 
     /// The direction ended with `result`; for the outbound direction this ends
     /// the call. Returns the error the stream should yield last, if any.
     pub(crate) fn end(&mut self, result: Result<(), Status>) -> Option<Status> {
-        unsafe { self.call.end(result) }
+        unsafe { (self.vtable().end)(self.call.as_ptr() as *const (), result) }
     }
 }
 
 impl<M> Drop for Tap<M> {
     fn drop(&mut self) {
         // SAFETY: as above; this is the tap's last use.
-        unsafe { self.call.release() }
+        unsafe { (self.vtable().release)(self.call.as_ptr() as *const ()) }
     }
 }
 
-/// The view of a call from one direction (`OUT`: the outbound one), so that
-/// a [`Tap`] is one pointer into the call's allocation, with its direction
-/// in the vtable.
+/// The view of a call from one direction (`OUT`: the outbound one); a
+/// [`Tap`]'s vtable calls it.
 #[repr(transparent)]
 struct Dir<I: Interceptor, const OUT: bool>(CallState<I>);
 
-/// What a [`Tap`] calls through.
+/// What a [`Tap`]'s vtable calls.
 ///
 /// # Safety
 /// Every method with `unsafe` touches the direction's state: only the
 /// direction's one `Tap` calls them, through `&mut self`.
-trait ErasedTap<M>: Send + Sync {
-    unsafe fn poll_message(&self, cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>>;
-    unsafe fn poll_interrupt(&self, cx: &mut Context<'_>) -> Poll<Status>;
+trait ErasedTap<M> {
+    /// `raw`: the tap's pointer, for the call's waker.
+    unsafe fn poll_message(&self, raw: *const (), cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>>;
+    unsafe fn poll_interrupt(&self, raw: *const (), cx: &mut Context<'_>) -> Poll<Status>;
     unsafe fn end(&self, result: Result<(), Status>) -> Option<Status>;
     unsafe fn release(&self);
 }
@@ -522,24 +583,25 @@ impl<I: Interceptor, const OUT: bool> Dir<I, OUT> {
     /// has not polled the timers yet): deals with it before the message.
     #[cold]
     #[inline(never)]
-    fn attend(&self, side: &mut SideState<I::Stream>) -> Option<Status> {
+    fn attend(&self, raw: *const (), side: &mut SideState<I::Stream>) -> Option<Status> {
         let ctx = &self.0.ctx;
         if let Some(status) = ctx.terminal_status() {
             *side = None;
             return Some(status.clone());
         }
-        match self.interrupt(side) {
+        match self.interrupt(raw, side) {
             Poll::Ready(status) => Some(status),
             Poll::Pending => None,
         }
     }
 
     /// Polls the interceptors' timers with the call's waker.
-    fn interrupt(&self, side: &mut SideState<I::Stream>) -> Poll<Status> {
+    fn interrupt(&self, raw: *const (), side: &mut SideState<I::Stream>) -> Poll<Status> {
         let call = &self.0;
         call.ctx.flags.fetch_and(!Self::INTERRUPT, Ordering::AcqRel);
         let Some(state) = side.as_mut() else { return Poll::Ready(self.ended_status()) };
-        let waker = call.call_waker();
+        // SAFETY: `raw` is this direction's tap's pointer.
+        let waker = unsafe { CallState::<I>::call_waker(raw) };
         let mut cx = Context::from_waker(&waker);
         match call.method().interceptors.poll_interrupt(&call.call, state, &call.ctx, &mut cx) {
             Poll::Ready(status) => Poll::Ready(self.reject(side, status)),
@@ -567,13 +629,13 @@ impl<I: Interceptor, const OUT: bool> Dir<I, OUT> {
 
 impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedTap<M> for Dir<I, OUT> {
     #[inline]
-    unsafe fn poll_message(&self, cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
+    unsafe fn poll_message(&self, raw: *const (), cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
         let call = &self.0;
         let ctx = &call.ctx;
         // SAFETY: the caller's promise.
         let side = unsafe { self.side() };
         if ctx.flags.load(Ordering::Relaxed) & (flag::TERMINATED | Self::INTERRUPT) != 0 {
-            if let Some(status) = self.attend(side) {
+            if let Some(status) = self.attend(raw, side) {
                 return Poll::Ready(Err(status));
             }
         }
@@ -585,12 +647,13 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedTap<M> 
             message: msg,
             encoded_len: msg.encoded_len(),
             index: counters.messages.load(Ordering::Relaxed),
+            bytes_before: counters.bytes.load(Ordering::Relaxed),
         };
         let interceptors = &call.method().interceptors;
         match interceptors.poll_message(&call.call, state, cx, &view) {
             Poll::Ready(Ok(())) => {
                 interceptors.on_delivered(&call.call, state, &view);
-                counters.add(view.encoded_len);
+                counters.record(view.index, view.bytes_before, view.encoded_len);
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(status)) => Poll::Ready(Err(self.reject(side, status))),
@@ -598,7 +661,7 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedTap<M> 
         }
     }
 
-    unsafe fn poll_interrupt(&self, cx: &mut Context<'_>) -> Poll<Status> {
+    unsafe fn poll_interrupt(&self, raw: *const (), cx: &mut Context<'_>) -> Poll<Status> {
         let ctx = &self.0.ctx;
         // SAFETY: the caller's promise.
         let side = unsafe { self.side() };
@@ -608,7 +671,7 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedTap<M> 
             *side = None;
             return Poll::Ready(status.clone());
         }
-        self.interrupt(side)
+        self.interrupt(raw, side)
     }
 
     unsafe fn end(&self, result: Result<(), Status>) -> Option<Status> {
