@@ -92,10 +92,7 @@ impl<T: prost::Message + 'static> Stream for Inbound<T> {
         let Poll::Ready(Some(Ok(message))) = &polled else { return this.no_message(cx, polled) };
         match this.tap.poll_message(cx, message) {
             Poll::Ready(Ok(())) => polled,
-            Poll::Ready(Err(status)) => {
-                this.tap.mark_done(Direction::Inbound);
-                Poll::Ready(Some(Err(status)))
-            }
+            Poll::Ready(Err(status)) => Poll::Ready(Some(Err(status))),
             Poll::Pending => {
                 if let Poll::Ready(Some(Ok(message))) = polled {
                     this.pending = Some(Box::new(message));
@@ -120,10 +117,7 @@ impl<T: prost::Message + 'static> Inbound<T> {
     fn pass(&mut self, cx: &mut Context<'_>, message: T) -> Poll<Option<Result<T, Status>>> {
         match self.tap.poll_message(cx, &message) {
             Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(message))),
-            Poll::Ready(Err(status)) => {
-                self.tap.mark_done(Direction::Inbound);
-                Poll::Ready(Some(Err(status)))
-            }
+            Poll::Ready(Err(status)) => Poll::Ready(Some(Err(status))),
             Poll::Pending => {
                 self.pending = Some(Box::new(message));
                 Poll::Pending
@@ -141,21 +135,9 @@ impl<T: prost::Message + 'static> Inbound<T> {
     ) -> Poll<Option<Result<T, Status>>> {
         match polled {
             Poll::Ready(Some(Ok(message))) => self.pass(cx, message),
-            Poll::Ready(Some(Err(status))) => {
-                self.tap.mark_done(Direction::Inbound);
-                Poll::Ready(self.tap.end(Err(status)).map(Err))
-            }
-            Poll::Ready(None) => {
-                self.tap.mark_done(Direction::Inbound);
-                Poll::Ready(self.tap.end(Ok(())).map(Err))
-            }
-            Poll::Pending => match self.tap.poll_interrupt(cx) {
-                Poll::Ready(status) => {
-                    self.tap.mark_done(Direction::Inbound);
-                    Poll::Ready(Some(Err(status)))
-                }
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Ready(Some(Err(status))) => Poll::Ready(self.tap.end(Err(status)).map(Err)),
+            Poll::Ready(None) => Poll::Ready(self.tap.end(Ok(())).map(Err)),
+            Poll::Pending => self.tap.poll_interrupt(cx).map(|status| Some(Err(status))),
         }
     }
 }

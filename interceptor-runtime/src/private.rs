@@ -131,23 +131,26 @@ impl<I: Interceptor> Method<I> {
                 let state = Arc::new(CallState { ctx, outbound: Side::new(), call, inbound: Side::new() });
                 LIVE_CALLS.fetch_add(1, Ordering::Relaxed);
                 let handle = CallRef(state.clone());
-                #[cfg(feature = "testing")]
-                if let Some(probe) = request.extensions().get::<crate::testing::Probe>() {
-                    let _ = probe.0.set(handle.clone());
-                }
+                probe(request, || handle.clone());
                 request.extensions_mut().insert(CallHandle(handle));
                 Ok(Call { state, armed: true, inbound_taken: false })
             }
             Err(status) => {
                 ctx.mark_ended_by(self.interceptors.name());
                 ctx.set_outcome(&Err(status.clone()));
-                #[cfg(feature = "testing")]
-                if let Some(probe) = request.extensions().get::<crate::testing::Probe>() {
-                    let _ = probe.0.set(CallRef(Arc::new(ctx)));
-                }
+                probe(request, || CallRef(Arc::new(ctx)));
                 Err(status)
             }
         }
+    }
+}
+
+/// Hands the call to the test kit's probe, if the request carries one.
+#[cfg_attr(not(feature = "testing"), allow(unused_variables))]
+fn probe<T>(request: &Request<T>, call: impl FnOnce() -> CallRef) {
+    #[cfg(feature = "testing")]
+    if let Some(probe) = request.extensions().get::<crate::testing::Probe>() {
+        let _ = probe.0.set(call());
     }
 }
 
@@ -281,9 +284,9 @@ unsafe fn clone_waker<I: Interceptor>(ptr: *const ()) -> RawWaker {
 
 unsafe fn wake_waker<I: Interceptor>(ptr: *const ()) {
     // SAFETY: as in `clone_waker`; this consumes the waker's `Weak`.
-    let weak = unsafe { Weak::from_raw(ptr as *const CallState<I>) };
-    if let Some(call) = weak.upgrade() {
-        call.ctx.interrupt();
+    unsafe {
+        wake_waker_by_ref::<I>(ptr);
+        drop_waker::<I>(ptr);
     }
 }
 
@@ -496,12 +499,8 @@ impl<M> Tap<M> {
         self.context().flags.load(Ordering::Relaxed) & flag::done(direction) != 0
     }
 
-    /// Records that the wrapper of `direction` has yielded its last item.
-    pub(crate) fn mark_done(&mut self, direction: Direction) {
-        self.context().flags.fetch_or(flag::done(direction), Ordering::Relaxed);
-    }
-
-    /// Runs the message hooks; counts the message when it passes.
+    /// Runs the message hooks; counts the message when it passes. An error
+    /// is the direction's last item (so are `poll_interrupt`'s and `end`'s).
     #[inline]
     pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
         // SAFETY (all four): `self` is this direction's only tap, and `&mut`.
@@ -563,14 +562,23 @@ impl<I: Interceptor, const OUT: bool> Dir<I, OUT> {
         unsafe { &mut *self.0.side(Self::DIRECTION).0.get() }
     }
 
+    /// This direction ends with `status`: its state goes, and its wrapper
+    /// yields nothing after `status`.
+    #[cold]
+    fn close(&self, side: &mut SideState<I::Stream>, status: Status) -> Status {
+        *side = None;
+        self.0.ctx.flags.fetch_or(flag::done(Self::DIRECTION), Ordering::Relaxed);
+        status
+    }
+
+    /// An interceptor rejected: the whole call ends with `status`.
     #[cold]
     #[inline(never)]
     fn reject(&self, side: &mut SideState<I::Stream>, status: Status) -> Status {
-        *side = None;
         let ctx = &self.0.ctx;
         ctx.mark_ended_by(self.0.method().interceptors.name());
         ctx.terminate(&status);
-        status
+        self.close(side, status)
     }
 
     /// The status a direction that has already ended reports.
@@ -586,8 +594,7 @@ impl<I: Interceptor, const OUT: bool> Dir<I, OUT> {
     fn attend(&self, raw: *const (), side: &mut SideState<I::Stream>) -> Option<Status> {
         let ctx = &self.0.ctx;
         if let Some(status) = ctx.terminal_status() {
-            *side = None;
-            return Some(status.clone());
+            return Some(self.close(side, status.clone()));
         }
         match self.interrupt(raw, side) {
             Poll::Ready(status) => Some(status),
@@ -599,7 +606,7 @@ impl<I: Interceptor, const OUT: bool> Dir<I, OUT> {
     fn interrupt(&self, raw: *const (), side: &mut SideState<I::Stream>) -> Poll<Status> {
         let call = &self.0;
         call.ctx.flags.fetch_and(!Self::INTERRUPT, Ordering::AcqRel);
-        let Some(state) = side.as_mut() else { return Poll::Ready(self.ended_status()) };
+        let Some(state) = side.as_mut() else { return Poll::Ready(self.close(side, self.ended_status())) };
         // SAFETY: `raw` is this direction's tap's pointer.
         let waker = unsafe { CallState::<I>::call_waker(raw) };
         let mut cx = Context::from_waker(&waker);
@@ -617,11 +624,7 @@ impl<I: Interceptor, const OUT: bool> Dir<I, OUT> {
         ctx.register(Self::DIRECTION, cx.waker());
         match ctx.terminal_status() {
             // Ended while this message waited: stop waiting now.
-            Some(status) => {
-                let status = status.clone();
-                *side = None;
-                Poll::Ready(Err(status))
-            }
+            Some(status) => Poll::Ready(Err(self.close(side, status.clone()))),
             None => Poll::Pending,
         }
     }
@@ -639,7 +642,7 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedTap<M> 
                 return Poll::Ready(Err(status));
             }
         }
-        let Some(state) = side.as_mut() else { return Poll::Ready(Err(self.ended_status())) };
+        let Some(state) = side.as_mut() else { return Poll::Ready(Err(self.close(side, self.ended_status()))) };
         let counters = ctx.counters(Self::DIRECTION);
         let view = MessageRef {
             ctx,
@@ -667,11 +670,10 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedTap<M> 
         let side = unsafe { self.side() };
         // Registered first, so that an end or a timer from now on wakes it.
         ctx.register(Self::DIRECTION, cx.waker());
-        if let Some(status) = ctx.terminal_status() {
-            *side = None;
-            return Poll::Ready(status.clone());
+        match self.attend(raw, side) {
+            Some(status) => Poll::Ready(status),
+            None => Poll::Pending,
         }
-        self.interrupt(raw, side)
     }
 
     unsafe fn end(&self, result: Result<(), Status>) -> Option<Status> {
