@@ -68,43 +68,66 @@ where
 {
     type Item = Result<S::Ok, Status>;
 
+    // As in `Inbound`: the message is looked at where the inner stream wrote
+    // it and read out of there field by field, never copied whole; every way
+    // off the fast path is out of line.
+    #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
-        if this.tap.is_done(Direction::Outbound) {
-            return Poll::Ready(None);
+        if this.tap.is_done(Direction::Outbound) || this.pending.is_some() {
+            return poll_held(this.tap, this.pending, cx);
         }
-        if this.pending.is_some() {
-            return pass_pending(this.tap, this.pending, cx);
-        }
-        // As in `Inbound`: the message is looked at where the inner stream
-        // wrote it and returned in place.
         let polled = this.inner.try_poll_next(cx);
         let Poll::Ready(Some(Ok(message))) = &polled else {
             return no_message(this.tap, this.pending, cx, polled);
         };
-        match this.tap.poll_message(cx, message) {
-            Poll::Ready(Ok(())) => polled,
-            Poll::Ready(Err(status)) => Poll::Ready(this.tap.end(Err(status)).map(Err)),
-            Poll::Pending => {
-                if let Poll::Ready(Some(Ok(message))) = polled {
-                    *this.pending = Some(Box::new(message));
-                }
-                Poll::Pending
+        let held = this.tap.poll_message(cx, message);
+        if let Poll::Ready(Ok(())) = held {
+            if let Poll::Ready(Some(Ok(message))) = polled {
+                return Poll::Ready(Some(Ok(message)));
             }
         }
+        not_passed(this.tap, this.pending, held, polled)
     }
 }
 
-/// Runs the interceptors again on the message held back.
+/// The stream is over, or a message is held back: runs the interceptors
+/// again on the message held back.
 #[cold]
-fn pass_pending<T: 'static>(
+#[inline(never)]
+fn poll_held<T: 'static>(
     tap: &mut Tap<T>,
     pending: &mut Option<Box<T>>,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<T, Status>>> {
+    if tap.is_done(Direction::Outbound) {
+        return Poll::Ready(None);
+    }
     match pending.take() {
         Some(message) => pass(tap, pending, cx, *message),
         None => Poll::Pending,
+    }
+}
+
+/// The interceptors did not pass the message `polled` holds: they rejected
+/// it, which ends the call, or hold it back.
+#[cold]
+#[inline(never)]
+fn not_passed<T: 'static>(
+    tap: &mut Tap<T>,
+    pending: &mut Option<Box<T>>,
+    held: Poll<Result<(), Status>>,
+    polled: Poll<Option<Result<T, Status>>>,
+) -> Poll<Option<Result<T, Status>>> {
+    match held {
+        Poll::Ready(Ok(())) => polled,
+        Poll::Ready(Err(status)) => Poll::Ready(tap.end(Err(status)).map(Err)),
+        Poll::Pending => {
+            if let Poll::Ready(Some(Ok(message))) = polled {
+                *pending = Some(Box::new(message));
+            }
+            Poll::Pending
+        }
     }
 }
 
@@ -127,6 +150,7 @@ fn pass<T: 'static>(
 
 /// What the inner stream gave when it was not a message: its end, its error,
 /// or nothing yet (the call may have been ended meanwhile).
+#[inline(never)]
 fn no_message<T: 'static>(
     tap: &mut Tap<T>,
     pending: &mut Option<Box<T>>,
