@@ -12,7 +12,9 @@ use std::{
 
 use tonic::Code;
 
-use crate::call::{CallContext, MethodInfo, RpcKind};
+#[cfg(feature = "monitor")]
+use crate::call::CallContext;
+use crate::call::{MethodInfo, RpcKind};
 
 /// Running totals of one method.
 #[derive(Debug)]
@@ -67,7 +69,9 @@ impl MethodSnapshot {
     }
 }
 
+// Only `monitor` records; without it the totals stay empty.
 impl MethodStats {
+    #[cfg(feature = "monitor")]
     fn new(info: MethodInfo) -> Self {
         MethodStats {
             info,
@@ -83,11 +87,13 @@ impl MethodStats {
         }
     }
 
+    #[cfg(feature = "monitor")]
     pub(crate) fn record_start(&self) {
         self.started.fetch_add(1, Relaxed);
     }
 
     /// Adds a finished call; `ctx.outcome()` must be set.
+    #[cfg(feature = "monitor")]
     pub(crate) fn record_end(&self, ctx: &CallContext) {
         let Some(outcome) = ctx.outcome() else { return };
         let s = outcome.stats;
@@ -135,6 +141,7 @@ fn registry() -> &'static Registry {
 }
 
 /// The totals of a method, created on first use.
+#[cfg(feature = "monitor")]
 pub(crate) fn method_stats(info: &MethodInfo) -> Arc<MethodStats> {
     let mut map = registry().lock().unwrap_or_else(|e| e.into_inner());
     map.entry(info.full_name).or_insert_with(|| Arc::new(MethodStats::new(info.clone()))).clone()
