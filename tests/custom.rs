@@ -171,3 +171,34 @@ async fn the_handler_reaches_its_call_context_and_its_cancellation() {
     let code = tokio::time::timeout(Duration::from_secs(10), cancelled.recv()).await.expect("the signal fires");
     assert_eq!(code, Some(Some(Code::Cancelled)));
 }
+
+/// A unary response message whose name ends in `Stream`: a message type, not
+/// a response stream (message types are never generic).
+#[derive(Clone, PartialEq, prost::Message)]
+struct LiveStream {
+    #[prost(string, tag = "1")]
+    title: String,
+}
+
+#[tonic::async_trait]
+trait Channels {
+    async fn get_stream(&self, request: Request<Point>) -> Result<Response<LiveStream>, Status>;
+}
+
+struct Studio;
+
+#[intercept(monitor, service = "test.Studio")]
+#[tonic::async_trait]
+impl Channels for Studio {
+    async fn get_stream(&self, request: Request<Point>) -> Result<Response<LiveStream>, Status> {
+        Ok(Response::new(LiveStream { title: format!("live at {}", request.get_ref().latitude) }))
+    }
+}
+
+#[tokio::test]
+async fn a_unary_message_named_stream_is_a_message() {
+    let response = Studio.get_stream(Request::new(Point { latitude: 7, longitude: 0 })).await.unwrap();
+    assert_eq!(response.into_inner().title, "live at 7");
+    let totals = stats::method("/test.Studio/GetStream").expect("monitored");
+    assert_eq!((totals.finished, totals.messages_received, totals.messages_sent), (1, 1, 1));
+}

@@ -120,9 +120,11 @@ pub(crate) fn generic_of<'a>(ty: &'a Type, wrapper: &str) -> Option<&'a Type> {
     }
 }
 
-/// `Self::XStream`, a boxed `dyn Stream`, `BoxStream<T>` or any type named
-/// `..Stream` (`ReceiverStream`, `Outbound`...) is a response stream; anything
-/// else a message.
+/// `Self::XStream`, a boxed `dyn Stream`, `BoxStream<T>`, `Outbound<S>` or a
+/// generic type named `..Stream<..>` (`ReceiverStream<T>`: not wrappable,
+/// but then the error says how to write it) is a response stream; anything
+/// else a message. A message type is never generic, so a unary response
+/// message named `..Stream` (`LiveStream`, `Stream`) stays a message.
 fn is_stream(ty: &Type) -> bool {
     let Type::Path(path) = ty else { return false };
     if path.qself.is_some() {
@@ -134,7 +136,8 @@ fn is_stream(ty: &Type) -> bool {
     }
     segments.last().is_some_and(|last| {
         let name = last.ident.to_string();
-        name.ends_with("Stream") || name == "Pin" || name == "Outbound"
+        let generic = matches!(last.arguments, PathArguments::AngleBracketed(_));
+        name == "Pin" || name == "Outbound" || (generic && name.ends_with("Stream"))
     })
 }
 

@@ -157,6 +157,35 @@ fn method_position_client_streaming_with_user_interceptor() {
     );
 }
 
+/// What the response type says about the RPC kind: a message named
+/// `..Stream` is a message (message types are never generic); a generic
+/// `..Stream<..>`, `Self::X`, `Outbound<S>` and boxed streams are streams.
+#[test]
+fn response_kind_from_the_type() {
+    for (response, streaming) in [
+        (quote!(LiveStream), false),
+        (quote!(pb::Stream), false),
+        (quote!(Feature), false),
+        (quote!(Self::ListFeaturesStream), true),
+        (quote!(<Self as RouteGuide>::ListFeaturesStream), true),
+        (quote!(ReceiverStream<Result<Feature, Status>>), true),
+        (quote!(BoxStream<Feature>), true),
+        (quote!(Outbound<ReceiverStream<Result<Feature, Status>>>), true),
+        (quote!(Pin<Box<dyn Stream<Item = Result<Feature, Status>> + Send>>), true),
+    ] {
+        let expansion = expand(
+            quote!(monitor),
+            quote! {
+                async fn get(&self, request: Request<Point>) -> Result<Response<#response>, Status> {
+                    unimplemented!()
+                }
+            },
+        );
+        assert_eq!(expansion.contains("finish_stream"), streaming, "{response}: {expansion}");
+        assert_eq!(expansion.contains("finish_unary"), !streaming, "{response}: {expansion}");
+    }
+}
+
 /// Malformed arguments and items give a compile error, never a panic.
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
