@@ -133,8 +133,8 @@ fn totals_or_default(method: &str) -> stats::MethodSnapshot {
 }
 
 /// One call seen by the [`Recorder`]: how many times its `on_end` ran, its
-/// outcome, its method.
-type Seen = (Arc<AtomicUsize>, Arc<Mutex<Option<Outcome>>>, &'static str);
+/// outcome, its method, how many times `on_stream` ran for each direction.
+type Seen = (Arc<AtomicUsize>, Arc<Mutex<Option<Outcome>>>, &'static str, Arc<[AtomicUsize; 2]>);
 
 /// Records every call's outcome and how many times its `on_end` ran.
 #[derive(Clone, Default)]
@@ -143,6 +143,7 @@ struct Recorder(Arc<Mutex<Vec<Seen>>>);
 struct RecordedCall {
     ends: Arc<AtomicUsize>,
     outcome: Arc<Mutex<Option<Outcome>>>,
+    streams: Arc<[AtomicUsize; 2]>,
 }
 
 impl Interceptor for Recorder {
@@ -152,11 +153,14 @@ impl Interceptor for Recorder {
         "recorder"
     }
     fn on_start(&self, ctx: &CallContext, _: &MetadataMap) -> Result<RecordedCall, Status> {
-        let call = RecordedCall { ends: Arc::default(), outcome: Arc::default() };
-        self.0.lock().unwrap().push((call.ends.clone(), call.outcome.clone(), ctx.method().method));
+        let call = RecordedCall { ends: Arc::default(), outcome: Arc::default(), streams: Arc::default() };
+        let seen = (call.ends.clone(), call.outcome.clone(), ctx.method().method, call.streams.clone());
+        self.0.lock().unwrap().push(seen);
         Ok(call)
     }
-    fn on_stream(&self, _: &RecordedCall, _: &CallContext, _: Direction) {}
+    fn on_stream(&self, call: &RecordedCall, _: &CallContext, direction: Direction) {
+        call.streams[direction as usize].fetch_add(1, Ordering::SeqCst);
+    }
     fn on_end(&self, call: &RecordedCall, ctx: &CallContext) {
         call.ends.fetch_add(1, Ordering::SeqCst);
         *call.outcome.lock().unwrap() = ctx.outcome().cloned();
@@ -175,7 +179,8 @@ impl Recorder {
         let mut found = None;
         eventually(&format!("{method} ended"), || {
             let calls = self.0.lock().unwrap();
-            found = calls.iter().rev().find(|(_, _, m)| *m == method).and_then(|(_, o, _)| o.lock().unwrap().clone());
+            found =
+                calls.iter().rev().find(|(_, _, m, _)| *m == method).and_then(|(_, o, _, _)| o.lock().unwrap().clone());
             found.is_some()
         })
         .await;
@@ -289,7 +294,7 @@ async fn final_codes(mut client: RouteGuideClient<Channel>) {
     let points = tokio_stream::iter([Point::default()]).chain(tokio_stream::pending());
     let call = tokio::spawn(async move { streaming.record_route(points).await });
     eventually("the client stream's first point arrived", || {
-        recorder.0.lock().unwrap().iter().any(|(_, _, m)| *m == "RecordRoute")
+        recorder.0.lock().unwrap().iter().any(|(_, _, m, _)| *m == "RecordRoute")
             && totals_of("test.Faulty", "RecordRoute").messages_received == 0
             && totals_of("test.Faulty", "RecordRoute").in_flight() == 1
     })
@@ -305,8 +310,12 @@ async fn final_codes(mut client: RouteGuideClient<Channel>) {
     }
     let calls = recorder.0.lock().unwrap();
     assert_eq!(calls.len(), 7);
-    for (ends, outcome, method) in calls.iter() {
+    for (ends, outcome, method, streams) in calls.iter() {
         assert_eq!(ends.load(Ordering::SeqCst), 1, "{method} ended {} times: {outcome:?}", ends.load(Ordering::SeqCst));
+        // Each direction's state is made at most once (the outbound one
+        // possibly while the handler runs, and kept for the response).
+        let streams = streams.each_ref().map(|n| n.load(Ordering::SeqCst));
+        assert!(streams.iter().all(|&n| n <= 1), "{method}: on_stream ran {streams:?} times per direction");
     }
 }
 

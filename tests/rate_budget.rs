@@ -177,7 +177,8 @@ fn list_features(ctx: &CallContext, rect: Rectangle) -> BoxStream<Feature> {
 }
 
 /// Counts the points, and sums them up in `distance` so that a lost,
-/// duplicated or reordered point shows. Logs each and the end.
+/// duplicated or reordered point shows. Logs each and the end. After a point
+/// with `longitude == -3` it stops reading and never answers.
 async fn record_route(mut points: Inbound<Point>) -> Result<RouteSummary, Status> {
     let key = points.context().method().full_name;
     record(key, Event::Started);
@@ -186,6 +187,9 @@ async fn record_route(mut points: Inbound<Point>) -> Result<RouteSummary, Status
         match points.message().await {
             Ok(Some(point)) => {
                 record(key, Event::Received(Instant::now()));
+                if point.longitude == -3 {
+                    std::future::pending::<()>().await;
+                }
                 summary.point_count += 1;
                 summary.distance = summary.distance.wrapping_mul(31).wrapping_add(point.latitude);
             }
@@ -791,6 +795,43 @@ async fn a_duration_budget_also_cuts_a_busy_stream() {
     assert!(Instant::now() - t0 <= Duration::from_millis(1002));
     let outcome = outcome("/test.BudgetDuration/ListFeatures", 0).await;
     assert_eq!((outcome.ended_by, outcome.stats.messages_sent), (Some("budget"), 4));
+}
+
+/// In-process, paused: a unary handler that never answers is dropped when the
+/// second is up, and the call ends with DEADLINE_EXCEEDED: the timers run
+/// beside the handler, not only when a stream is read or written.
+#[tokio::test(start_paused = true)]
+async fn a_duration_budget_ends_a_unary_handler_that_never_answers() {
+    let t0 = Instant::now();
+    let status = BudgetDuration.get_feature(Request::new(Point { latitude: -3, longitude: 0 })).await.unwrap_err();
+    let at = Instant::now() - t0;
+    assert_eq!((status.code(), status.message()), (Code::DeadlineExceeded, "budget: stream duration of 1s used up"));
+    assert!(at >= Duration::from_secs(1) && at <= Duration::from_millis(1002), "cut after {at:?}");
+    let outcome = outcome("/test.BudgetDuration/GetFeature", 0).await;
+    assert_eq!(
+        (outcome.code, outcome.ended_by, outcome.stats.messages_received, outcome.stats.messages_sent),
+        (Code::DeadlineExceeded, Some("budget"), 1, 0)
+    );
+}
+
+/// In-process, paused: so is a client-streaming handler that stops reading
+/// its stream (to wait for something else) and never answers.
+#[tokio::test(start_paused = true)]
+async fn a_duration_budget_ends_a_handler_that_stops_reading() {
+    let t0 = Instant::now();
+    let (points, stream) = client_stream::<Point>();
+    points.send(Point { latitude: 1, longitude: 0 }).unwrap();
+    points.send(Point { latitude: 2, longitude: -3 }).unwrap();
+    let status = BudgetDuration.record_route(Request::new(stream)).await.unwrap_err();
+    let at = Instant::now() - t0;
+    assert_eq!((status.code(), status.message()), (Code::DeadlineExceeded, "budget: stream duration of 1s used up"));
+    assert!(at >= Duration::from_secs(1) && at <= Duration::from_millis(1002), "cut after {at:?}");
+    let outcome = outcome("/test.BudgetDuration/RecordRoute", 0).await;
+    assert_eq!(
+        (outcome.code, outcome.ended_by, outcome.stats.messages_received),
+        (Code::DeadlineExceeded, Some("budget"), 2)
+    );
+    drop(points);
 }
 
 service!(BudgetDurationWire: monitor, budget(duration = "1s"), service = "test.BudgetDurationWire");

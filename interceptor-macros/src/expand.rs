@@ -165,7 +165,7 @@ fn self_assoc_type(ty: &Type) -> Option<&Ident> {
 /// static SLOT; let method = SLOT.get_or_init(info, || Chain::new(a, Chain::new(b, c)));
 /// let mut call = method.start(&mut request)?;              // on_start hooks
 /// let request = call.inbound(request);                     // or call.recv_unary(request).await?
-/// let result: Result<Response<Inner>, Status> = async move { body }.await;
+/// let result: Result<Response<Inner>, Status> = call.run(async move { body }).await;  // timers beside it
 /// call.finish_stream::<Out>(result)                        // or call.finish_unary(result).await
 /// ```
 /// (async_trait's shape gets the same, inside its `Box::pin(async move { .. })`).
@@ -250,7 +250,7 @@ fn expand_fn(
             ::core::result::Result::Err(status) => return ::core::result::Result::Err(status),
         };
         #inbound
-        let __icpt_result: #inner_output = #body.await;
+        let __icpt_result: #inner_output = __icpt_call.run(#body).await;
         #finish
     };
     let body = match handler.form {

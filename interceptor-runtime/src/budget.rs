@@ -8,7 +8,9 @@
 //!   RESOURCE_EXHAUSTED. A message that would take the bytes over `bytes` ends
 //!   it (bytes are `prost::Message::encoded_len`).
 //! - `duration`: the call ends with DEADLINE_EXCEEDED once it has run this
-//!   long, by a timer that interrupts both directions, busy or waiting.
+//!   long, by a timer that interrupts both directions, busy or waiting, and
+//!   the handler if it still runs (its future is dropped; a unary handler
+//!   that never answers ends on time too).
 //! - `idle`: the call ends with DEADLINE_EXCEEDED when no message has passed
 //!   either way for this long. The timer restarts from when a direction next
 //!   finds no message ready after messages passed, so a bidi stream busy one

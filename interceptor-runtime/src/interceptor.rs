@@ -83,12 +83,16 @@ impl<'a, M> MessageRef<'a, M> {
 ///    [`Status`], and returns the per-call state [`Self::Call`].
 /// 2. [`on_stream`](Self::on_stream) once per direction, returning the state
 ///    that direction owns alone ([`Self::Stream`]): no lock is needed for it.
+///    The outbound direction's is made when the handler starts, as the
+///    handler's timers run with it (below).
 /// 3. [`poll_message`](Self::poll_message) (or the simpler
 ///    [`on_message`](Self::on_message)) for every message in each direction,
 ///    before the handler or the client gets it: may wait, may reject; then
 ///    [`on_delivered`](Self::on_delivered) once every interceptor let it pass.
 ///    [`poll_interrupt`](Self::poll_interrupt) when a direction starts, while
-///    it is idle, and when a timer it registered fires.
+///    it is idle, and when a timer it registered fires; also while the
+///    handler runs, so that a timer ends a handler that is neither reading
+///    nor writing (a unary one, say): its future is dropped.
 /// 4. [`on_end`](Self::on_end) exactly once, with the final status and stats.
 ///
 /// A rejection ends the whole call with that status: the handler sees it on
@@ -169,7 +173,10 @@ pub trait Interceptor: Send + Sync + 'static {
     /// It is polled once when each direction starts (so a timer is
     /// registered even on a stream that never waits), whenever a direction
     /// finds no message ready, and before the next message of each direction
-    /// once a timer registered here has fired. `cx`'s waker belongs to the
+    /// once a timer registered here has fired. While the handler runs, it is
+    /// polled with the outbound direction's state whenever the handler waits
+    /// (once, and again after a timer fired): `Ready` then drops the handler's
+    /// future, and the call ends with the status. `cx`'s waker belongs to the
     /// whole call, not to one direction: a timer kept in [`Self::Call`] and
     /// polled here by either direction interrupts both, busy or waiting. The
     /// waker holds the call weakly, so such a timer does not keep the call

@@ -7,7 +7,7 @@
 //! let call = SLOT.start(&mut request)?        // on_start hooks; may reject
 //! let request = call.inbound(request)         // streaming: Streaming<T> -> Inbound<T>
 //!            |  call.recv_unary(request).await   // unary: the message hooks run now
-//! let result = async move { <handler body> }.await;
+//! let result = call.run(async move { <handler body> }).await;   // the timers beside it
 //! call.finish_stream(result)                  // streaming: S -> Outbound<S>
 //!     | call.finish_unary(result).await       // unary: the message hooks run now
 //! ```
@@ -19,9 +19,10 @@ use std::{
     any::{Any, TypeId},
     cell::UnsafeCell,
     collections::HashMap,
-    future::poll_fn,
+    future::{poll_fn, Future},
     marker::PhantomData,
     mem::ManuallyDrop,
+    pin::Pin,
     ptr::NonNull,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -232,7 +233,11 @@ impl<I: Interceptor> CallState<I> {
     unsafe fn tap<M: prost::Message + 'static>(self: &Arc<Self>, direction: Direction, owns_end: bool) -> Tap<M> {
         // SAFETY: nothing else touches this side yet (the caller's promise).
         let side = unsafe { &mut *self.side(direction).0.get() };
-        *side = Some(self.method().interceptors.on_stream(&self.call, &self.ctx, direction));
+        // The outbound state may exist already: made while the handler ran
+        // (see `Call::run`).
+        if side.is_none() {
+            *side = Some(self.method().interceptors.on_stream(&self.call, &self.ctx, direction));
+        }
         if owns_end {
             self.ctx.flags.fetch_or(flag::OWNS_END, Ordering::Relaxed);
         }
@@ -413,7 +418,67 @@ impl<I: Interceptor> Call<I> {
 
     fn end(&mut self, result: Result<(), Status>) -> Result<(), Status> {
         self.armed = false;
+        // SAFETY: as in `poll_timers`: no outbound tap exists, and `&mut self`.
+        // The state `run` made for the response goes with the call.
+        *unsafe { &mut *self.state.outbound.0.get() } = None;
         self.state.finalize(result)
+    }
+
+    /// Runs the handler's body, and the interceptors' timers beside it: when
+    /// one of them fires (budget's `duration`, say) while the handler still
+    /// runs, the body is dropped and its result is that status. Without
+    /// this, a handler that is not reading or writing a stream (any unary
+    /// one) would outlive its budget.
+    pub fn run<F, R>(&mut self, body: F) -> Run<'_, I, F>
+    where
+        F: Future<Output = Result<R, Status>>,
+    {
+        Run { call: self, body }
+    }
+
+    /// While the handler runs, the outbound direction has not started: it
+    /// polls the timers on that direction's behalf, with that direction's
+    /// state (made now, kept for the response) and waker slot.
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> Poll<Status> {
+        let state = &*self.state;
+        state.ctx.register(Direction::Outbound, cx.waker());
+        let flags = state.ctx.flags.load(Ordering::Acquire);
+        if flags & flag::INTERRUPT_OUT == 0 || flags & flag::DONE_OUT != 0 {
+            return Poll::Pending;
+        }
+        // SAFETY: the outbound state is touched by the outbound tap alone,
+        // which `finish_*` make, taking `self`: it does not exist yet, and
+        // `&mut self` excludes every other use.
+        let side = unsafe { &mut *state.outbound.0.get() };
+        if side.is_none() {
+            *side = Some(state.method().interceptors.on_stream(&state.call, &state.ctx, Direction::Outbound));
+        }
+        let raw = Arc::as_ptr(&self.state) as *const ();
+        // SAFETY: `Dir` is a `repr(transparent)` view of the call's state;
+        // `raw` comes from the `Arc` this call holds for as long as `self`.
+        let dir = unsafe { &*(raw as *const Dir<I, true>) };
+        dir.interrupt(raw, side)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// What [`Call::run`] returns.
+    pub struct Run<'a, I: Interceptor, F> {
+        call: &'a mut Call<I>,
+        #[pin]
+        body: F,
+    }
+}
+
+impl<I: Interceptor, F: Future<Output = Result<R, Status>>, R> Future for Run<'_, I, F> {
+    type Output = Result<R, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(result) = this.body.poll(cx) {
+            return Poll::Ready(result);
+        }
+        this.call.poll_timers(cx).map(Err)
     }
 }
 
