@@ -10,7 +10,7 @@ use std::{
 use futures_core::Stream;
 use tonic::{metadata::MetadataMap, Status, Streaming};
 
-use crate::{__private::Tap, call::CallContext, interceptor::Direction};
+use crate::{__private::Tap, call::CallContext, interceptor::Direction, slow_path};
 
 /// A [`tonic::Streaming<T>`] whose messages pass the method's interceptors
 /// before the handler sees them.
@@ -101,7 +101,7 @@ impl<T: prost::Message + 'static> Inbound<T> {
     /// future, nothing copies the whole item. Such a copy (wide loads of a
     /// value just written field by field) misses store forwarding and cost
     /// 5 ns per message, most of what the interceptors added at 16 B. Every
-    /// way off the fast path is out of line.
+    /// way off the fast path is out of line, in [`slow_path`].
     #[inline(always)]
     fn poll_shaped<R>(
         &mut self,
@@ -110,80 +110,18 @@ impl<T: prost::Message + 'static> Inbound<T> {
         other: impl FnOnce(Option<Result<T, Status>>) -> R,
     ) -> Poll<R> {
         if self.tap.is_done(Direction::Inbound) || self.pending.is_some() {
-            return self.poll_held(cx).map(other);
+            return slow_path::poll_held::<T, false>(&mut self.tap, &mut self.pending, cx).map(other);
         }
         let polled = Pin::new(&mut self.inner).poll_next(cx);
-        let Poll::Ready(Some(Ok(message))) = &polled else { return self.no_message(cx, polled).map(other) };
+        let Poll::Ready(Some(Ok(message))) = &polled else {
+            return slow_path::no_message::<T, false>(&mut self.tap, &mut self.pending, cx, polled).map(other);
+        };
         let held = self.tap.poll_message(cx, message);
         if let Poll::Ready(Ok(())) = held {
             if let Poll::Ready(Some(Ok(message))) = polled {
                 return Poll::Ready(passed(message));
             }
         }
-        self.not_passed(held, polled).map(other)
-    }
-
-    /// The stream is over, or a message is held back: runs the interceptors
-    /// again on the message held back.
-    #[cold]
-    #[inline(never)]
-    fn poll_held(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, Status>>> {
-        if self.tap.is_done(Direction::Inbound) {
-            return Poll::Ready(None);
-        }
-        match self.pending.take() {
-            Some(message) => self.pass(cx, *message),
-            None => Poll::Pending,
-        }
-    }
-
-    /// The interceptors did not pass the message `polled` holds: they
-    /// rejected it (the stream yields the status), or hold it back.
-    #[cold]
-    #[inline(never)]
-    fn not_passed(
-        &mut self,
-        held: Poll<Result<(), Status>>,
-        polled: Poll<Option<Result<T, Status>>>,
-    ) -> Poll<Option<Result<T, Status>>> {
-        match held {
-            Poll::Ready(Ok(())) => polled,
-            Poll::Ready(Err(status)) => Poll::Ready(Some(Err(status))),
-            Poll::Pending => {
-                if let Poll::Ready(Some(Ok(message))) = polled {
-                    self.pending = Some(Box::new(message));
-                }
-                Poll::Pending
-            }
-        }
-    }
-
-    /// Runs the interceptors on `message` (one held back before).
-    fn pass(&mut self, cx: &mut Context<'_>, message: T) -> Poll<Option<Result<T, Status>>> {
-        match self.tap.poll_message(cx, &message) {
-            Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(message))),
-            Poll::Ready(Err(status)) => Poll::Ready(Some(Err(status))),
-            Poll::Pending => {
-                self.pending = Some(Box::new(message));
-                Poll::Pending
-            }
-        }
-    }
-
-    /// What `Streaming` gave when it was not a message: the end of the
-    /// stream, its error, or nothing yet (the call may have been ended
-    /// meanwhile).
-    #[inline(never)]
-    fn no_message(
-        &mut self,
-        cx: &mut Context<'_>,
-        polled: Poll<Option<Result<T, Status>>>,
-    ) -> Poll<Option<Result<T, Status>>> {
-        match polled {
-            Poll::Ready(Some(Ok(message))) => self.pass(cx, message),
-            Poll::Ready(Some(Err(status))) => Poll::Ready(self.tap.end(Err(status)).map(Err)),
-            Poll::Ready(None) => Poll::Ready(self.tap.end(Ok(())).map(Err)),
-            Poll::Pending => self.tap.poll_interrupt(cx).map(|status| Some(Err(status))),
-        }
+        slow_path::not_passed::<T, false>(&mut self.tap, &mut self.pending, held, polled).map(other)
     }
 }

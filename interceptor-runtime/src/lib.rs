@@ -42,6 +42,7 @@ mod call;
 mod inbound;
 mod interceptor;
 mod outbound;
+mod slow_path;
 pub mod stats;
 
 #[cfg(feature = "budget")]

@@ -10,7 +10,7 @@ use futures_core::{Stream, TryStream};
 use pin_project_lite::pin_project;
 use tonic::Status;
 
-use crate::{__private::Tap, call::CallContext, interceptor::Direction};
+use crate::{__private::Tap, call::CallContext, interceptor::Direction, slow_path};
 
 pin_project! {
     /// A response stream whose messages pass the method's interceptors before
@@ -70,16 +70,16 @@ where
 
     // As in `Inbound`: the message is looked at where the inner stream wrote
     // it and read out of there field by field, never copied whole; every way
-    // off the fast path is out of line.
+    // off the fast path is out of line, in `slow_path`.
     #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
         if this.tap.is_done(Direction::Outbound) || this.pending.is_some() {
-            return poll_held(this.tap, this.pending, cx);
+            return slow_path::poll_held::<S::Ok, true>(this.tap, this.pending, cx);
         }
         let polled = this.inner.try_poll_next(cx);
         let Poll::Ready(Some(Ok(message))) = &polled else {
-            return no_message(this.tap, this.pending, cx, polled);
+            return slow_path::no_message::<S::Ok, true>(this.tap, this.pending, cx, polled);
         };
         let held = this.tap.poll_message(cx, message);
         if let Poll::Ready(Ok(())) = held {
@@ -87,84 +87,7 @@ where
                 return Poll::Ready(Some(Ok(message)));
             }
         }
-        not_passed(this.tap, this.pending, held, polled)
-    }
-}
-
-/// The stream is over, or a message is held back: runs the interceptors
-/// again on the message held back.
-#[cold]
-#[inline(never)]
-fn poll_held<T: 'static>(
-    tap: &mut Tap<T>,
-    pending: &mut Option<Box<T>>,
-    cx: &mut Context<'_>,
-) -> Poll<Option<Result<T, Status>>> {
-    if tap.is_done(Direction::Outbound) {
-        return Poll::Ready(None);
-    }
-    match pending.take() {
-        Some(message) => pass(tap, pending, cx, *message),
-        None => Poll::Pending,
-    }
-}
-
-/// The interceptors did not pass the message `polled` holds: they rejected
-/// it, which ends the call, or hold it back.
-#[cold]
-#[inline(never)]
-fn not_passed<T: 'static>(
-    tap: &mut Tap<T>,
-    pending: &mut Option<Box<T>>,
-    held: Poll<Result<(), Status>>,
-    polled: Poll<Option<Result<T, Status>>>,
-) -> Poll<Option<Result<T, Status>>> {
-    match held {
-        Poll::Ready(Ok(())) => polled,
-        Poll::Ready(Err(status)) => Poll::Ready(tap.end(Err(status)).map(Err)),
-        Poll::Pending => {
-            if let Poll::Ready(Some(Ok(message))) = polled {
-                *pending = Some(Box::new(message));
-            }
-            Poll::Pending
-        }
-    }
-}
-
-/// Runs the interceptors on `message` (one held back before).
-fn pass<T: 'static>(
-    tap: &mut Tap<T>,
-    pending: &mut Option<Box<T>>,
-    cx: &mut Context<'_>,
-    message: T,
-) -> Poll<Option<Result<T, Status>>> {
-    match tap.poll_message(cx, &message) {
-        Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(message))),
-        Poll::Ready(Err(status)) => Poll::Ready(tap.end(Err(status)).map(Err)),
-        Poll::Pending => {
-            *pending = Some(Box::new(message));
-            Poll::Pending
-        }
-    }
-}
-
-/// What the inner stream gave when it was not a message: its end, its error,
-/// or nothing yet (the call may have been ended meanwhile).
-#[inline(never)]
-fn no_message<T: 'static>(
-    tap: &mut Tap<T>,
-    pending: &mut Option<Box<T>>,
-    cx: &mut Context<'_>,
-    polled: Poll<Option<Result<T, Status>>>,
-) -> Poll<Option<Result<T, Status>>> {
-    match polled {
-        Poll::Ready(Some(Ok(message))) => pass(tap, pending, cx, message),
-        Poll::Ready(Some(Err(status))) => Poll::Ready(tap.end(Err(status)).map(Err)),
-        Poll::Ready(None) => Poll::Ready(tap.end(Ok(())).map(Err)),
-        Poll::Pending => match tap.poll_interrupt(cx) {
-            Poll::Ready(status) => Poll::Ready(tap.end(Err(status)).map(Err)),
-            Poll::Pending => Poll::Pending,
-        },
+        slow_path::not_passed::<S::Ok, true>(this.tap, this.pending, held, polled)
     }
 }
 

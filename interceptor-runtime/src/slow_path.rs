@@ -1,0 +1,107 @@
+//! The ways off the fast path of [`Inbound`](crate::Inbound) and
+//! [`Outbound`](crate::Outbound), which they share: a message held back, a
+//! rejection, the end of the inner stream, its error, nothing ready yet.
+//!
+//! `OUT` is the direction: the outbound stream owns the end of the call, so
+//! when its interceptors end it, it ends the call with their status; the
+//! inbound stream yields the status to the handler, which returns it.
+
+use std::task::{Context, Poll};
+
+use tonic::Status;
+
+use crate::{__private::Tap, interceptor::Direction};
+
+/// What a wrapper yields.
+type Item<T> = Poll<Option<Result<T, Status>>>;
+
+const fn direction<const OUT: bool>() -> Direction {
+    if OUT {
+        Direction::Outbound
+    } else {
+        Direction::Inbound
+    }
+}
+
+/// The interceptors ended the direction with `status`: what it yields last.
+fn ended<T, const OUT: bool>(tap: &mut Tap<T>, status: Status) -> Option<Status> {
+    if OUT {
+        tap.end(Err(status))
+    } else {
+        Some(status)
+    }
+}
+
+/// The stream is over, or a message is held back: runs the interceptors
+/// again on the message held back.
+#[cold]
+#[inline(never)]
+pub(crate) fn poll_held<T, const OUT: bool>(
+    tap: &mut Tap<T>,
+    pending: &mut Option<Box<T>>,
+    cx: &mut Context<'_>,
+) -> Item<T> {
+    if tap.is_done(direction::<OUT>()) {
+        return Poll::Ready(None);
+    }
+    match pending.take() {
+        Some(message) => pass::<T, OUT>(tap, pending, cx, *message),
+        None => Poll::Pending,
+    }
+}
+
+/// The interceptors did not pass the message `polled` holds (`held` says
+/// what they did instead): they rejected it, or hold it back.
+#[cold]
+#[inline(never)]
+pub(crate) fn not_passed<T, const OUT: bool>(
+    tap: &mut Tap<T>,
+    pending: &mut Option<Box<T>>,
+    held: Poll<Result<(), Status>>,
+    polled: Item<T>,
+) -> Item<T> {
+    match held {
+        Poll::Ready(Ok(())) => polled,
+        Poll::Ready(Err(status)) => Poll::Ready(ended::<T, OUT>(tap, status).map(Err)),
+        Poll::Pending => {
+            if let Poll::Ready(Some(Ok(message))) = polled {
+                *pending = Some(Box::new(message));
+            }
+            Poll::Pending
+        }
+    }
+}
+
+/// Runs the interceptors on `message` (one held back before).
+fn pass<T, const OUT: bool>(
+    tap: &mut Tap<T>,
+    pending: &mut Option<Box<T>>,
+    cx: &mut Context<'_>,
+    message: T,
+) -> Item<T> {
+    match tap.poll_message(cx, &message) {
+        Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(message))),
+        Poll::Ready(Err(status)) => Poll::Ready(ended::<T, OUT>(tap, status).map(Err)),
+        Poll::Pending => {
+            *pending = Some(Box::new(message));
+            Poll::Pending
+        }
+    }
+}
+
+/// What the inner stream gave when it was not a message: its end, its error,
+/// or nothing yet (the call may have been ended meanwhile).
+#[inline(never)]
+pub(crate) fn no_message<T, const OUT: bool>(
+    tap: &mut Tap<T>,
+    pending: &mut Option<Box<T>>,
+    cx: &mut Context<'_>,
+    polled: Item<T>,
+) -> Item<T> {
+    match polled {
+        Poll::Ready(Some(Ok(message))) => pass::<T, OUT>(tap, pending, cx, message),
+        Poll::Ready(Some(Err(status))) => Poll::Ready(tap.end(Err(status)).map(Err)),
+        Poll::Ready(None) => Poll::Ready(tap.end(Ok(())).map(Err)),
+        Poll::Pending => tap.poll_interrupt(cx).map(|status| ended::<T, OUT>(tap, status).map(Err)),
+    }
+}
