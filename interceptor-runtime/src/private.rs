@@ -232,12 +232,9 @@ impl<I: Interceptor> CallState<I> {
     /// touches that direction's state.
     unsafe fn tap<M: prost::Message + 'static>(self: &Arc<Self>, direction: Direction, owns_end: bool) -> Tap<M> {
         // SAFETY: nothing else touches this side yet (the caller's promise).
-        let side = unsafe { &mut *self.side(direction).0.get() };
         // The outbound state may exist already: made while the handler ran
         // (see `Call::run`).
-        if side.is_none() {
-            *side = Some(self.method().interceptors.on_stream(&self.call, &self.ctx, direction));
-        }
+        unsafe { self.side_state(direction) };
         if owns_end {
             self.ctx.flags.fetch_or(flag::OWNS_END, Ordering::Relaxed);
         }
@@ -251,6 +248,22 @@ impl<I: Interceptor> CallState<I> {
             Direction::Outbound => NonNull::from(&VTableOf::<I, true, M>::VTABLE),
         };
         Tap { call, vtable }
+    }
+
+    /// The state of `direction`, made by `on_stream` if it does not exist
+    /// yet.
+    ///
+    /// # Safety
+    /// Only by the direction's one owner (its tap, or `Call` before the tap
+    /// exists), and not twice at once.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn side_state(&self, direction: Direction) -> &mut SideState<I::Stream> {
+        // SAFETY: the caller's promise.
+        let side = unsafe { &mut *self.side(direction).0.get() };
+        if side.is_none() {
+            *side = Some(self.method().interceptors.on_stream(&self.call, &self.ctx, direction));
+        }
+        side
     }
 
     fn side(&self, direction: Direction) -> &Side<I::Stream> {
@@ -449,10 +462,7 @@ impl<I: Interceptor> Call<I> {
         // SAFETY: the outbound state is touched by the outbound tap alone,
         // which `finish_*` make, taking `self`: it does not exist yet, and
         // `&mut self` excludes every other use.
-        let side = unsafe { &mut *state.outbound.0.get() };
-        if side.is_none() {
-            *side = Some(state.method().interceptors.on_stream(&state.call, &state.ctx, Direction::Outbound));
-        }
+        let side = unsafe { state.side_state(Direction::Outbound) };
         let raw = Arc::as_ptr(&self.state) as *const ();
         // SAFETY: `Dir` is a `repr(transparent)` view of the call's state;
         // `raw` comes from the `Arc` this call holds for as long as `self`.
