@@ -93,6 +93,14 @@ struct Timer {
     idle_seen: u64,
 }
 
+impl Timer {
+    /// `seen` messages have passed both ways: the timer fires at `deadline`.
+    fn restart(&mut self, seen: u64, deadline: Instant) {
+        self.idle_seen = seen;
+        self.sleep.as_mut().reset(deadline);
+    }
+}
+
 fn messages_both_ways(ctx: &CallContext) -> u64 {
     let stats = ctx.stats();
     stats.messages_received + stats.messages_sent
@@ -172,8 +180,7 @@ impl Interceptor for Budget {
             let seen = messages_both_ways(ctx);
             if seen != timer.idle_seen {
                 // Messages passed since the timer was set: idle from now.
-                timer.idle_seen = seen;
-                timer.sleep.as_mut().reset(self.next_deadline(ctx, Instant::now()));
+                timer.restart(seen, self.next_deadline(ctx, Instant::now()));
             }
         }
         while timer.sleep.as_mut().poll(cx).is_ready() {
@@ -190,8 +197,7 @@ impl Interceptor for Budget {
                 )));
             }
             // A message passed meanwhile: wait another `idle` from now.
-            timer.idle_seen = seen;
-            timer.sleep.as_mut().reset(self.next_deadline(ctx, now));
+            timer.restart(seen, self.next_deadline(ctx, now));
         }
         Poll::Pending
     }

@@ -332,9 +332,7 @@ impl CallContext {
     pub(crate) fn terminate(&self, status: &Status) {
         if self.cold().terminal.set(status.clone()).is_ok() {
             self.mark_over(flag::TERMINATED);
-            for waker in &self.wakers {
-                waker.wake();
-            }
+            self.wake_both();
         }
     }
 
@@ -349,6 +347,11 @@ impl CallContext {
     /// timers before its next message, and a waiting one is woken.
     pub(crate) fn interrupt(&self) {
         self.flags.fetch_or(flag::INTERRUPT_IN | flag::INTERRUPT_OUT, Release);
+        self.wake_both();
+    }
+
+    /// Wakes whichever direction waits.
+    fn wake_both(&self) {
         for waker in &self.wakers {
             waker.wake();
         }
