@@ -38,33 +38,32 @@
 //! on a single method it may stand below it.
 #![warn(missing_docs)]
 
+mod builtin;
 mod call;
-mod inbound;
 mod interceptor;
-mod outbound;
-mod slow_path;
 pub mod stats;
+mod stream;
 
-#[cfg(feature = "budget")]
-pub mod budget;
 #[cfg(feature = "metrics")]
 #[path = "metrics_export.rs"]
 pub mod metrics;
-#[cfg(feature = "monitor")]
-pub mod monitor;
-#[cfg(feature = "rate")]
-pub mod rate;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+#[cfg(feature = "budget")]
+pub use builtin::budget;
+#[cfg(feature = "monitor")]
+pub use builtin::monitor;
+#[cfg(feature = "rate")]
+pub use builtin::rate;
 
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
 
 pub use call::{CallContext, CallRef, CallStats, MethodInfo, Outcome, RpcKind};
-pub use inbound::Inbound;
 pub use interceptor::{Chain, ChainStream, Direction, Interceptor, MessageRef};
-pub use outbound::{Outbound, OutboundStream};
+pub use stream::{Inbound, Outbound, OutboundStream};
 
 /// Wraps tonic handlers' streams with interceptors; see the [crate docs](crate).
 pub use interceptor_macros::intercept;

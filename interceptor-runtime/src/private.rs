@@ -34,18 +34,17 @@ use std::{
 use tonic::{Request, Response, Status, Streaming};
 
 #[cfg(feature = "budget")]
-pub use crate::budget::{Budget, BudgetConfig};
+pub use crate::builtin::budget::{Budget, BudgetConfig};
+#[cfg(feature = "monitor")]
+pub use crate::builtin::monitor::{Monitor, MonitorConfig};
+#[cfg(feature = "rate")]
+pub use crate::builtin::rate::{OnExceed, Rate, RateConfig, RateScope};
 pub use crate::call::{MethodInfo, RpcKind};
 pub use crate::interceptor::Chain;
-#[cfg(feature = "monitor")]
-pub use crate::monitor::{Monitor, MonitorConfig};
-#[cfg(feature = "rate")]
-pub use crate::rate::{OnExceed, Rate, RateConfig, RateScope};
 use crate::{
     call::{flag, CallContext, CallHandle, CallRef, HasContext},
-    inbound::Inbound,
     interceptor::{Direction, Interceptor, MessageRef},
-    outbound::OutboundStream,
+    stream::{Inbound, OutboundStream},
 };
 pub use std::time::Duration;
 

@@ -10,7 +10,8 @@ use std::{
 use futures_core::Stream;
 use tonic::{metadata::MetadataMap, Status, Streaming};
 
-use crate::{__private::Tap, call::CallContext, interceptor::Direction, slow_path};
+use super::slow_path;
+use crate::{__private::Tap, call::CallContext, interceptor::Direction};
 
 /// A [`tonic::Streaming<T>`] whose messages pass the method's interceptors
 /// before the handler sees them.

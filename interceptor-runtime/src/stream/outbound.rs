@@ -10,7 +10,8 @@ use futures_core::{Stream, TryStream};
 use pin_project_lite::pin_project;
 use tonic::Status;
 
-use crate::{__private::Tap, call::CallContext, interceptor::Direction, slow_path};
+use super::slow_path;
+use crate::{__private::Tap, call::CallContext, interceptor::Direction};
 
 pin_project! {
     /// A response stream whose messages pass the method's interceptors before

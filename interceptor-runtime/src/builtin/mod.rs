@@ -1,0 +1,12 @@
+//! The interceptors `#[intercept(..)]` names: `monitor`, `rate` and `budget`,
+//! each behind the cargo feature of the same name. They are ordinary
+//! [`Interceptor`](crate::Interceptor)s: what they do, a user's own can do.
+//!
+//! Each is public at the crate's root (`interceptor_runtime::monitor`, ...).
+
+#[cfg(feature = "budget")]
+pub mod budget;
+#[cfg(feature = "monitor")]
+pub mod monitor;
+#[cfg(feature = "rate")]
+pub mod rate;
