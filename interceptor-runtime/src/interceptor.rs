@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 
 use tonic::{metadata::MetadataMap, Status};
 
-use crate::call::CallContext;
+use crate::engine::CallContext;
 
 /// Which way a message travels, seen from the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -211,6 +211,13 @@ impl Interceptor for () {
     fn on_stream(&self, _: &(), _: &CallContext, _: Direction) {}
 }
 
+/// Checks, where the user wrote `with = expr`, that `expr` is an interceptor
+/// (the expansion calls it, through `__private`).
+#[inline]
+pub fn interceptor<I: Interceptor>(interceptor: I) -> I {
+    interceptor
+}
+
 /// Records `name` as the interceptor that ended the call; out of line, as it
 /// happens once per call at most.
 #[cold]
@@ -343,7 +350,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::call::{MethodInfo, RpcKind};
+    use crate::engine::{MethodInfo, RpcKind};
 
     /// Logs every hook as `name:hook`; `pending` makes its message hook wait
     /// once, `reject_start` makes `on_start` fail.

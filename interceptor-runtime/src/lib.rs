@@ -39,7 +39,7 @@
 #![warn(missing_docs)]
 
 mod builtin;
-mod call;
+mod engine;
 mod interceptor;
 pub mod stats;
 mod stream;
@@ -57,13 +57,25 @@ pub use builtin::monitor;
 #[cfg(feature = "rate")]
 pub use builtin::rate;
 
-#[doc(hidden)]
-#[path = "private.rs"]
-pub mod __private;
-
-pub use call::{CallContext, CallRef, CallStats, MethodInfo, Outcome, RpcKind};
+pub use engine::{CallContext, CallRef, CallStats, MethodInfo, Outcome, RpcKind};
 pub use interceptor::{Chain, ChainStream, Direction, Interceptor, MessageRef};
 pub use stream::{Inbound, Outbound, OutboundStream};
 
 /// Wraps tonic handlers' streams with interceptors; see the [crate docs](crate).
 pub use interceptor_macros::intercept;
+
+/// What `#[intercept]`'s expansion names, and only that: not a public API,
+/// it may change in any release. The expansion's steps are described in the
+/// engine's `guard` module.
+#[doc(hidden)]
+pub mod __private {
+    #[cfg(feature = "budget")]
+    pub use crate::builtin::budget::{Budget, BudgetConfig};
+    #[cfg(feature = "monitor")]
+    pub use crate::builtin::monitor::{Monitor, MonitorConfig};
+    #[cfg(feature = "rate")]
+    pub use crate::builtin::rate::{OnExceed, Rate, RateConfig, RateScope};
+    pub use crate::engine::{type_name_of, Call, Method, MethodInfo, RpcKind, Run, Slot, Tap};
+    pub use crate::interceptor::{interceptor, Chain};
+    pub use std::time::Duration;
+}

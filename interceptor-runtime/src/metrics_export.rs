@@ -20,7 +20,7 @@ use metrics::{counter, histogram, Counter, Histogram, Label};
 use tonic::Code;
 
 use crate::{
-    call::{CallContext, MethodInfo},
+    engine::{CallContext, MethodInfo},
     interceptor::Direction,
 };
 

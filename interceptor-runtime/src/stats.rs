@@ -13,8 +13,8 @@ use std::{
 use tonic::Code;
 
 #[cfg(feature = "monitor")]
-use crate::call::CallContext;
-use crate::call::{MethodInfo, RpcKind};
+use crate::engine::CallContext;
+use crate::engine::{MethodInfo, RpcKind};
 
 /// Running totals of one method.
 #[derive(Debug)]
@@ -162,5 +162,5 @@ pub fn method(full_name: &str) -> Option<MethodSnapshot> {
 /// Intercepted calls whose state is still alive, over all methods: 0 once
 /// every call has ended and its streams are dropped. For leak checks.
 pub fn live_calls() -> usize {
-    crate::__private::LIVE_CALLS.load(Relaxed)
+    crate::engine::LIVE_CALLS.load(Relaxed)
 }

@@ -91,7 +91,7 @@ use futures_util::StreamExt;
 use http_body::Frame;
 use tonic::{codec::Codec, Request, Response, Status, Streaming};
 
-use crate::call::{CallRef, Outcome};
+use crate::engine::{CallRef, Outcome};
 
 /// One step of a scripted client stream.
 pub enum Step<T> {

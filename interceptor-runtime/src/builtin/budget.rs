@@ -39,7 +39,7 @@ use tokio::time::{Instant, Sleep};
 use tonic::{metadata::MetadataMap, Status};
 
 use crate::{
-    call::CallContext,
+    engine::CallContext,
     interceptor::{Direction, Interceptor, MessageRef},
 };
 

@@ -9,7 +9,7 @@ use tonic::{metadata::MetadataMap, Status};
 use tracing::Span;
 
 use crate::{
-    call::{CallContext, MethodInfo},
+    engine::{CallContext, MethodInfo},
     interceptor::{Direction, Interceptor, MessageRef},
     stats::{self, MethodStats},
 };

@@ -34,7 +34,7 @@ use leaky_bucket::{AcquireOwned, RateLimiter};
 use tonic::{metadata::MetadataMap, Status};
 
 use crate::{
-    call::CallContext,
+    engine::CallContext,
     interceptor::{Direction, Interceptor, MessageRef},
 };
 

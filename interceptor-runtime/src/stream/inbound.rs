@@ -11,7 +11,10 @@ use futures_core::Stream;
 use tonic::{metadata::MetadataMap, Status, Streaming};
 
 use super::slow_path;
-use crate::{__private::Tap, call::CallContext, interceptor::Direction};
+use crate::{
+    engine::{CallContext, Tap},
+    interceptor::Direction,
+};
 
 /// A [`tonic::Streaming<T>`] whose messages pass the method's interceptors
 /// before the handler sees them.

@@ -11,7 +11,10 @@ use pin_project_lite::pin_project;
 use tonic::Status;
 
 use super::slow_path;
-use crate::{__private::Tap, call::CallContext, interceptor::Direction};
+use crate::{
+    engine::{CallContext, Tap},
+    interceptor::Direction,
+};
 
 pin_project! {
     /// A response stream whose messages pass the method's interceptors before

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use tonic::Status;
 
-use crate::{__private::Tap, interceptor::Direction};
+use crate::{engine::Tap, interceptor::Direction};
 
 /// What a wrapper yields.
 type Item<T> = Poll<Option<Result<T, Status>>>;

@@ -7,7 +7,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{
-            fence, AtomicU64, AtomicU8,
+            fence, AtomicU8,
             Ordering::{Acquire, Relaxed, Release, SeqCst},
         },
         Arc, OnceLock,
@@ -22,136 +22,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
+use super::{flag, CallStats, Counters, MethodInfo, Outcome};
 use crate::interceptor::Direction;
-
-/// The four kinds of gRPC method.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RpcKind {
-    /// One request, one response.
-    Unary,
-    /// One request, a stream of responses.
-    ServerStreaming,
-    /// A stream of requests, one response.
-    ClientStreaming,
-    /// Streams both ways.
-    Bidi,
-}
-
-impl RpcKind {
-    /// `unary`, `server_stream`, `client_stream` or `bidi_stream`: the
-    /// `grpc_type` label of go-grpc-middleware's metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RpcKind::Unary => "unary",
-            RpcKind::ServerStreaming => "server_stream",
-            RpcKind::ClientStreaming => "client_stream",
-            RpcKind::Bidi => "bidi_stream",
-        }
-    }
-}
-
-/// The method an interceptor is attached to.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct MethodInfo {
-    /// Fully qualified service, e.g. `routeguide.RouteGuide`.
-    pub service: &'static str,
-    /// The method as the .proto spells it, e.g. `RouteChat`.
-    pub method: &'static str,
-    /// `/routeguide.RouteGuide/RouteChat`, the HTTP/2 path.
-    pub full_name: &'static str,
-    /// The RPC kind, read from the handler's signature.
-    pub kind: RpcKind,
-}
-
-impl MethodInfo {
-    /// Describes a method; the strings are leaked once per method.
-    pub fn new(service: &str, method: &str, kind: RpcKind) -> Self {
-        let full_name = format!("/{service}/{method}");
-        MethodInfo {
-            service: Box::leak(service.into()),
-            method: Box::leak(method.into()),
-            full_name: Box::leak(full_name.into_boxed_str()),
-            kind,
-        }
-    }
-}
-
-/// Message and byte counts of one call so far (bytes are
-/// `prost::Message::encoded_len`, without gRPC framing).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CallStats {
-    /// Messages that reached the handler.
-    pub messages_received: u64,
-    /// Their encoded bytes.
-    pub bytes_received: u64,
-    /// Messages that went to the client.
-    pub messages_sent: u64,
-    /// Their encoded bytes.
-    pub bytes_sent: u64,
-}
-
-/// How a call ended.
-#[derive(Clone, Debug)]
-pub struct Outcome {
-    /// `Ok`, the handler's or stream's error code, `Cancelled` when the client
-    /// went away, or the code of the interceptor that ended it.
-    pub code: Code,
-    /// The status message (empty for OK).
-    pub message: String,
-    /// The interceptor that ended the call (`"budget"`, `"rate"`, ...), if one did.
-    pub ended_by: Option<&'static str>,
-    /// Final counts.
-    pub stats: CallStats,
-    /// From the start of the call to its end.
-    pub duration: Duration,
-}
-
-/// The two counters of one direction. Each direction has a single writer.
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) messages: AtomicU64,
-    pub(crate) bytes: AtomicU64,
-}
-
-impl Counters {
-    /// Counts one message, given the counts before it. Each direction has a
-    /// single writer (its `Inbound` or `Outbound`, polled through `&mut`, or
-    /// the one unary message), which read them: so plain stores suffice, no
-    /// locked read-modify-write per message.
-    #[inline]
-    pub(crate) fn record(&self, messages_before: u64, bytes_before: u64, bytes: usize) {
-        self.bytes.store(bytes_before + bytes as u64, Relaxed);
-        self.messages.store(messages_before + 1, Relaxed);
-    }
-}
-
-/// Bits of [`CallContext::flags`]: what a direction must look at before its
-/// next message. One load per message tells whether any is set.
-pub(crate) mod flag {
-    /// An interceptor ended the call; the status is in `Cold::terminal`.
-    pub(crate) const TERMINATED: u8 = 1;
-    /// The call has its outcome.
-    pub(crate) const OVER: u8 = 2;
-    /// The inbound direction must poll the interceptors' timers
-    /// (`poll_interrupt`): it has not yet, or one of them fired.
-    pub(crate) const INTERRUPT_IN: u8 = 4;
-    /// The same for the outbound direction.
-    pub(crate) const INTERRUPT_OUT: u8 = 8;
-    /// The inbound stream has yielded its last item.
-    pub(crate) const DONE_IN: u8 = 16;
-    /// The outbound stream has yielded its last item.
-    pub(crate) const DONE_OUT: u8 = 32;
-    /// The outbound stream ends the call, also when dropped before its end.
-    pub(crate) const OWNS_END: u8 = 64;
-
-    /// `DONE_IN` or `DONE_OUT`.
-    pub(crate) const fn done(direction: super::Direction) -> u8 {
-        match direction {
-            super::Direction::Inbound => DONE_IN,
-            super::Direction::Outbound => DONE_OUT,
-        }
-    }
-}
 
 /// An `Instant` as signed nanoseconds from a process-wide origin: 8 bytes,
 /// where tokio's `Instant` takes 16. Exact both ways, and signed because a

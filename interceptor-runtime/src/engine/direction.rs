@@ -1,0 +1,186 @@
+//! [`Dir`]: the call seen from one direction, what a [`Tap`](super::Tap)'s
+//! vtable calls; the per-message path.
+
+use std::{
+    sync::atomic::Ordering,
+    task::{Context, Poll},
+};
+
+use tonic::Status;
+
+use super::{cell::SideState, flag, gone, CallState};
+use crate::interceptor::{Direction, Interceptor, MessageRef};
+
+/// The view of a call from one direction (`OUT`: the outbound one); a
+/// [`Tap`]'s vtable calls it.
+#[repr(transparent)]
+pub(super) struct Dir<I: Interceptor, const OUT: bool>(CallState<I>);
+
+/// What a [`Tap`]'s vtable calls.
+///
+/// # Safety
+/// Every method with `unsafe` touches the direction's state: only the
+/// direction's one `Tap` calls them, through `&mut self`.
+pub(super) trait ErasedTap<M> {
+    /// `raw`: the tap's pointer, for the call's waker.
+    unsafe fn poll_message(&self, raw: *const (), cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>>;
+    unsafe fn poll_interrupt(&self, raw: *const (), cx: &mut Context<'_>) -> Poll<Status>;
+    unsafe fn end(&self, result: Result<(), Status>) -> Option<Status>;
+    unsafe fn release(&self);
+}
+
+// The per-message path below keeps to what every message does; each way out
+// of it (a flag set, a rejection, a wait) is out of line, so that it stays
+// small.
+impl<I: Interceptor, const OUT: bool> Dir<I, OUT> {
+    const DIRECTION: Direction = if OUT { Direction::Outbound } else { Direction::Inbound };
+    const INTERRUPT: u8 = if OUT { flag::INTERRUPT_OUT } else { flag::INTERRUPT_IN };
+
+    /// This direction's state.
+    ///
+    /// # Safety
+    /// Only through this direction's `Tap`, and not twice at once.
+    #[allow(clippy::mut_from_ref)]
+    #[inline]
+    unsafe fn side(&self) -> &mut SideState<I::Stream> {
+        unsafe { &mut *self.0.side(Self::DIRECTION).0.get() }
+    }
+
+    /// This direction ends with `status`: its state goes, and its wrapper
+    /// yields nothing after `status`.
+    #[cold]
+    fn close(&self, side: &mut SideState<I::Stream>, status: Status) -> Status {
+        *side = None;
+        self.0.ctx.flags.fetch_or(flag::done(Self::DIRECTION), Ordering::Relaxed);
+        status
+    }
+
+    /// An interceptor rejected: the whole call ends with `status`.
+    #[cold]
+    #[inline(never)]
+    fn reject(&self, side: &mut SideState<I::Stream>, status: Status) -> Status {
+        let ctx = &self.0.ctx;
+        ctx.mark_ended_by(self.0.method().interceptors.name());
+        ctx.terminate(&status);
+        self.close(side, status)
+    }
+
+    /// The status a direction that has already ended reports.
+    #[cold]
+    fn ended_status(&self) -> Status {
+        self.0.ctx.terminal_status().cloned().unwrap_or_else(gone)
+    }
+
+    /// A flag is set (the call ended, or a timer fired, or this direction
+    /// has not polled the timers yet): deals with it before the message.
+    #[cold]
+    #[inline(never)]
+    fn attend(&self, raw: *const (), side: &mut SideState<I::Stream>) -> Option<Status> {
+        let ctx = &self.0.ctx;
+        if let Some(status) = ctx.terminal_status() {
+            return Some(self.close(side, status.clone()));
+        }
+        match self.interrupt(raw, side) {
+            Poll::Ready(status) => Some(status),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Polls the interceptors' timers with the call's waker.
+    pub(super) fn interrupt(&self, raw: *const (), side: &mut SideState<I::Stream>) -> Poll<Status> {
+        let call = &self.0;
+        call.ctx.flags.fetch_and(!Self::INTERRUPT, Ordering::AcqRel);
+        let Some(state) = side.as_mut() else { return Poll::Ready(self.close(side, self.ended_status())) };
+        // SAFETY: `raw` is this direction's tap's pointer.
+        let waker = unsafe { CallState::<I>::call_waker(raw) };
+        let mut cx = Context::from_waker(&waker);
+        match call.method().interceptors.poll_interrupt(&call.call, state, &call.ctx, &mut cx) {
+            Poll::Ready(status) => Poll::Ready(self.reject(side, status)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// An interceptor holds the message back: wait, unless the call was ended
+    /// meanwhile.
+    #[inline(never)]
+    fn wait(&self, side: &mut SideState<I::Stream>, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        let ctx = &self.0.ctx;
+        ctx.register(Self::DIRECTION, cx.waker());
+        match ctx.terminal_status() {
+            // Ended while this message waited: stop waiting now.
+            Some(status) => Poll::Ready(Err(self.close(side, status.clone()))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedTap<M> for Dir<I, OUT> {
+    #[inline]
+    unsafe fn poll_message(&self, raw: *const (), cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
+        let call = &self.0;
+        let ctx = &call.ctx;
+        // SAFETY: the caller's promise.
+        let side = unsafe { self.side() };
+        if ctx.flags.load(Ordering::Relaxed) & (flag::TERMINATED | Self::INTERRUPT) != 0 {
+            if let Some(status) = self.attend(raw, side) {
+                return Poll::Ready(Err(status));
+            }
+        }
+        let Some(state) = side.as_mut() else { return Poll::Ready(Err(self.close(side, self.ended_status()))) };
+        let counters = ctx.counters(Self::DIRECTION);
+        let view = MessageRef {
+            ctx,
+            direction: Self::DIRECTION,
+            message: msg,
+            encoded_len: msg.encoded_len(),
+            index: counters.messages.load(Ordering::Relaxed),
+            bytes_before: counters.bytes.load(Ordering::Relaxed),
+        };
+        let interceptors = &call.method().interceptors;
+        match interceptors.poll_message(&call.call, state, cx, &view) {
+            Poll::Ready(Ok(())) => {
+                interceptors.on_delivered(&call.call, state, &view);
+                counters.record(view.index, view.bytes_before, view.encoded_len);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(status)) => Poll::Ready(Err(self.reject(side, status))),
+            Poll::Pending => self.wait(side, cx),
+        }
+    }
+
+    unsafe fn poll_interrupt(&self, raw: *const (), cx: &mut Context<'_>) -> Poll<Status> {
+        let ctx = &self.0.ctx;
+        // SAFETY: the caller's promise.
+        let side = unsafe { self.side() };
+        // Registered first, so that an end or a timer from now on wakes it.
+        ctx.register(Self::DIRECTION, cx.waker());
+        match self.attend(raw, side) {
+            Some(status) => Poll::Ready(status),
+            None => Poll::Pending,
+        }
+    }
+
+    unsafe fn end(&self, result: Result<(), Status>) -> Option<Status> {
+        // SAFETY: the caller's promise.
+        *unsafe { self.side() } = None;
+        let ctx = &self.0.ctx;
+        let flags = ctx.flags.fetch_or(flag::done(Self::DIRECTION), Ordering::Relaxed);
+        if OUT && flags & flag::OWNS_END != 0 {
+            self.0.finalize(result).err()
+        } else {
+            match ctx.terminal_status() {
+                Some(status) => Some(status.clone()),
+                None => result.err(),
+            }
+        }
+    }
+
+    unsafe fn release(&self) {
+        // SAFETY: the caller's promise.
+        *unsafe { self.side() } = None;
+        let flags = self.0.ctx.flags.fetch_or(flag::done(Self::DIRECTION), Ordering::Relaxed);
+        if OUT && flags & flag::OWNS_END != 0 && flags & flag::DONE_OUT == 0 {
+            let _ = self.0.finalize(Err(gone()));
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The method a call belongs to: its description ([`MethodInfo`],
+//! [`RpcKind`]) and its interceptors ([`Method`]), built once per intercepted
+//! handler and kept in the handler's [`Slot`] for the life of the process.
+
+use std::{
+    any::{Any, TypeId},
+    collections::HashMap,
+    sync::{Mutex, OnceLock},
+};
+
+use crate::interceptor::Interceptor;
+
+/// The four kinds of gRPC method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RpcKind {
+    /// One request, one response.
+    Unary,
+    /// One request, a stream of responses.
+    ServerStreaming,
+    /// A stream of requests, one response.
+    ClientStreaming,
+    /// Streams both ways.
+    Bidi,
+}
+
+impl RpcKind {
+    /// `unary`, `server_stream`, `client_stream` or `bidi_stream`: the
+    /// `grpc_type` label of go-grpc-middleware's metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RpcKind::Unary => "unary",
+            RpcKind::ServerStreaming => "server_stream",
+            RpcKind::ClientStreaming => "client_stream",
+            RpcKind::Bidi => "bidi_stream",
+        }
+    }
+}
+
+/// The method an interceptor is attached to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MethodInfo {
+    /// Fully qualified service, e.g. `routeguide.RouteGuide`.
+    pub service: &'static str,
+    /// The method as the .proto spells it, e.g. `RouteChat`.
+    pub method: &'static str,
+    /// `/routeguide.RouteGuide/RouteChat`, the HTTP/2 path.
+    pub full_name: &'static str,
+    /// The RPC kind, read from the handler's signature.
+    pub kind: RpcKind,
+}
+
+impl MethodInfo {
+    /// Describes a method; the strings are leaked once per method.
+    pub fn new(service: &str, method: &str, kind: RpcKind) -> Self {
+        let full_name = format!("/{service}/{method}");
+        MethodInfo {
+            service: Box::leak(service.into()),
+            method: Box::leak(method.into()),
+            full_name: Box::leak(full_name.into_boxed_str()),
+            kind,
+        }
+    }
+}
+
+/// `my_crate::Guide<T>` → `"Guide"`: the service name used when the attribute
+/// sits on a single method and no `service = ..` is given.
+pub fn type_name_of<T: ?Sized>() -> &'static str {
+    let name = std::any::type_name::<T>();
+    let name = name.split('<').next().unwrap_or(name);
+    name.rsplit("::").next().unwrap_or(name)
+}
+
+/// The interceptors of one method, built once.
+// `repr(C)`, `info` first: a call finds its `Method` from `CallContext::method`.
+#[repr(C)]
+pub struct Method<I> {
+    pub(super) info: MethodInfo,
+    pub(super) interceptors: I,
+}
+
+/// Where a handler keeps its [`Method`]: one `static` per intercepted handler.
+pub struct Slot(OnceLock<Box<dyn Any + Send + Sync>>);
+
+impl Slot {
+    /// An empty slot, for a `static`.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Slot(OnceLock::new())
+    }
+
+    /// The method's interceptors, built by `build` on the first call.
+    pub fn get_or_init<I: Interceptor>(
+        &'static self,
+        info: impl FnOnce() -> MethodInfo,
+        build: impl FnOnce() -> I,
+    ) -> &'static Method<I> {
+        let mut parts = Some((info, build));
+        let method = self.0.get_or_init(|| {
+            let (info, build) = parts.take().expect("taken once");
+            Box::new(Method { info: info(), interceptors: build() })
+        });
+        match (method.downcast_ref::<Method<I>>(), parts) {
+            (Some(method), _) => method,
+            // A handler in a generic impl whose interceptors' type depends on
+            // the impl's parameters: one static serves several types.
+            (None, Some((info, build))) => shared_by_type(self, info, build),
+            (None, None) => unreachable!("the slot was just filled with a `Method<I>`"),
+        }
+    }
+}
+
+fn shared_by_type<I: Interceptor>(
+    slot: &'static Slot,
+    info: impl FnOnce() -> MethodInfo,
+    build: impl FnOnce() -> I,
+) -> &'static Method<I> {
+    type Key = (usize, TypeId);
+    static BY_TYPE: OnceLock<Mutex<HashMap<Key, &'static (dyn Any + Send + Sync)>>> = OnceLock::new();
+    let key = (slot as *const Slot as usize, TypeId::of::<I>());
+    let mut map = BY_TYPE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let method = *map.entry(key).or_insert_with(|| Box::leak(Box::new(Method { info: info(), interceptors: build() })));
+    method.downcast_ref().expect("keyed by the type it holds")
+}
+
+impl<I: Interceptor> Method<I> {
+    /// The method's description.
+    pub fn info(&self) -> &MethodInfo {
+        &self.info
+    }
+}

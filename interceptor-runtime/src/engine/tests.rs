@@ -1,0 +1,29 @@
+//! Tests of the engine from the inside.
+
+use std::{sync::Arc, time::Duration};
+
+use tonic::{Request, Response};
+
+use super::{MethodInfo, RpcKind, Slot};
+use crate::builtin::budget::{Budget, BudgetConfig};
+
+/// The call's timer is registered with the call's waker, which holds the
+/// call weakly: a call that ends is freed at once, not when its timer
+/// would have fired.
+#[tokio::test]
+async fn a_call_with_a_timer_is_freed_when_it_ends() {
+    static SLOT: Slot = Slot::new();
+    let method = SLOT.get_or_init(
+        || MethodInfo::new("test.Freed", "Get", RpcKind::Unary),
+        || Budget::new(BudgetConfig { duration: Some(Duration::from_secs(3600)), ..Default::default() }),
+    );
+    let mut request = Request::new(());
+    let mut call = method.start(&mut request).expect("no limit to reject it");
+    let state = Arc::downgrade(&call.state);
+    // The first message polls the timers: the `Sleep` now holds the call's waker.
+    let request = call.recv_unary(request).await.expect("passes");
+    call.finish_unary(Ok(Response::new(()))).await.expect("passes");
+    assert!(state.upgrade().is_some(), "the request's extensions still hold the call");
+    drop(request);
+    assert!(state.upgrade().is_none(), "the call's state outlived the call");
+}
