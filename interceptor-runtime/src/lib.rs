@@ -75,7 +75,7 @@ pub mod __private {
     pub use crate::builtin::monitor::{Monitor, MonitorConfig};
     #[cfg(feature = "rate")]
     pub use crate::builtin::rate::{OnExceed, Rate, RateConfig, RateScope};
-    pub use crate::engine::{type_name_of, Call, Method, MethodInfo, RpcKind, Run, Slot, Tap};
+    pub use crate::engine::{type_name_of, CallGuard, Method, MethodInfo, RpcKind, Run, Slot};
     pub use crate::interceptor::{interceptor, Chain};
     pub use std::time::Duration;
 }

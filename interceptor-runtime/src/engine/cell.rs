@@ -1,4 +1,4 @@
-//! The call's one allocation, [`CallState`]: the context, the
+//! The call's one allocation, [`CallCell`]: the context, the
 //! interceptors' per-call state and each direction's state; and the ways it
 //! ends.
 
@@ -13,56 +13,56 @@ use std::{
 
 use tonic::Status;
 
-use super::{flag, gone, CallContext, HasContext, Method, MethodInfo, Tap, VTableOf};
+use super::{flag, gone, CallContext, DirectionHandle, HasContext, Method, MethodInfo, VTableOf};
 use crate::interceptor::{Direction, Interceptor};
 
-/// Calls whose state is alive; see [`crate::stats::live_calls`].
+/// Calls whose cell is alive; see [`crate::stats::live_calls`].
 pub(crate) static LIVE_CALLS: AtomicUsize = AtomicUsize::new(0);
 
 /// Everything one call keeps, in one allocation: the context, the
 /// interceptors' per-call state and each direction's state.
 ///
-/// Each direction's state is touched only by that direction's one [`Tap`]
-/// (made once, by [`Call`], which hands out at most one per direction), so it
-/// needs no lock. What the two directions write per message is kept apart:
-/// the inbound counters open the context, the outbound counters close it,
-/// the outbound state follows them and the inbound state comes last, after
-/// the per-call state. The context is first, so that a [`Tap`] reaches it
-/// without a virtual call.
+/// Each direction's state is touched only by that direction's one
+/// [`DirectionHandle`] (made once, by the [`CallGuard`](super::CallGuard),
+/// which hands out at most one per direction), so it needs no lock. What the
+/// two directions write per message is kept apart: the inbound counters open
+/// the context, the outbound counters close it, the outbound state follows
+/// them and the inbound state comes last, after the per-call state. The
+/// context is first, so that a [`DirectionHandle`] reaches it without a
+/// virtual call.
 #[repr(C)]
-pub(super) struct CallState<I: Interceptor> {
+pub(super) struct CallCell<I: Interceptor> {
     pub(super) ctx: CallContext,
-    pub(super) outbound: Side<I::Stream>,
-    pub(super) call: I::Call,
-    pub(super) inbound: Side<I::Stream>,
+    pub(super) outbound: DirectionState<I::Stream>,
+    pub(super) call_state: I::Call,
+    pub(super) inbound: DirectionState<I::Stream>,
 }
 
-// SAFETY: the only field that is not `Sync` by itself is each `Side`'s
-// `UnsafeCell`, which only that direction's single `Tap` (or `Call` before
-// the `Tap` exists) reads or writes; that `Tap` may move to another thread,
-// hence `I::Stream: Send`, which `Interceptor` requires.
-unsafe impl<I: Interceptor> Sync for CallState<I> {}
+// SAFETY: the only field that is not `Sync` by itself is each
+// `DirectionState`'s `UnsafeCell`, which only that direction's single
+// `DirectionHandle` (or the `CallGuard` before the handle exists) reads or
+// writes; that handle may move to another thread, hence `I::Stream: Send`,
+// which `Interceptor` requires.
+unsafe impl<I: Interceptor> Sync for CallCell<I> {}
 
 /// The interceptors' state of one direction of one call; dropped as soon as
 /// the direction ends, so that nothing it holds (a waiter in a shared
 /// limiter, say) outlives the stream's end.
-pub(super) struct Side<S>(pub(super) UnsafeCell<Option<S>>);
+pub(super) struct DirectionState<S>(pub(super) UnsafeCell<Option<S>>);
 
-pub(super) type SideState<S> = Option<S>;
-
-impl<S> Side<S> {
+impl<S> DirectionState<S> {
     pub(super) fn new() -> Self {
-        Side(UnsafeCell::new(None))
+        DirectionState(UnsafeCell::new(None))
     }
 }
 
-impl<I: Interceptor> HasContext for CallState<I> {
+impl<I: Interceptor> HasContext for CallCell<I> {
     fn context(&self) -> &CallContext {
         &self.ctx
     }
 }
 
-impl<I: Interceptor> CallState<I> {
+impl<I: Interceptor> CallCell<I> {
     /// The method's interceptors.
     #[inline]
     pub(super) fn method(&self) -> &'static Method<I> {
@@ -84,57 +84,58 @@ impl<I: Interceptor> CallState<I> {
             self.ctx.terminate(status);
         }
         if self.ctx.set_outcome(&result) {
-            self.method().interceptors.on_end(&self.call, &self.ctx);
+            self.method().interceptors.on_end(&self.call_state, &self.ctx);
         }
         result
     }
 
-    /// Makes the one [`Tap`] of `direction`.
+    /// Makes the one [`DirectionHandle`] of `direction`.
     ///
     /// # Safety
     /// At most once per direction and call, and not while anything else
     /// touches that direction's state.
-    pub(super) unsafe fn tap<M: prost::Message + 'static>(
+    pub(super) unsafe fn handle<M: prost::Message + 'static>(
         self: &Arc<Self>,
         direction: Direction,
         owns_end: bool,
-    ) -> Tap<M> {
-        // SAFETY: nothing else touches this side yet (the caller's promise).
-        // The outbound state may exist already: made while the handler ran
-        // (see `Call::run`).
-        unsafe { self.side_state(direction) };
+    ) -> DirectionHandle<M> {
+        // SAFETY: nothing else touches this direction's state yet (the
+        // caller's promise). The outbound state may exist already: made while
+        // the handler ran (see `CallGuard::run`).
+        unsafe { self.state_of(direction) };
         if owns_end {
             self.ctx.flags.fetch_or(flag::OWNS_END, Ordering::Relaxed);
         }
-        // The tap holds one strong count, given back by its `release`; its
+        // The handle holds one strong count, given back by its `release`; its
         // pointer comes from `into_raw`, valid for the whole allocation.
         // SAFETY: `into_raw` never returns null; the context is the first
-        // field of the `repr(C)` `CallState`.
-        let call = unsafe { NonNull::new_unchecked(Arc::into_raw(self.clone()) as *mut CallContext) };
+        // field of the `repr(C)` `CallCell`.
+        let cell = unsafe { NonNull::new_unchecked(Arc::into_raw(self.clone()) as *mut CallContext) };
         let vtable = match direction {
             Direction::Inbound => NonNull::from(&VTableOf::<I, false, M>::VTABLE),
             Direction::Outbound => NonNull::from(&VTableOf::<I, true, M>::VTABLE),
         };
-        Tap { call, vtable }
+        DirectionHandle { cell, vtable }
     }
 
     /// The state of `direction`, made by `on_stream` if it does not exist
     /// yet.
     ///
     /// # Safety
-    /// Only by the direction's one owner (its tap, or `Call` before the tap
-    /// exists), and not twice at once.
+    /// Only by the direction's one owner (its handle, or the `CallGuard`
+    /// before the handle exists), and not twice at once.
     #[allow(clippy::mut_from_ref)]
-    pub(super) unsafe fn side_state(&self, direction: Direction) -> &mut SideState<I::Stream> {
+    pub(super) unsafe fn state_of(&self, direction: Direction) -> &mut Option<I::Stream> {
         // SAFETY: the caller's promise.
-        let side = unsafe { &mut *self.side(direction).0.get() };
-        if side.is_none() {
-            *side = Some(self.method().interceptors.on_stream(&self.call, &self.ctx, direction));
+        let state = unsafe { &mut *self.direction_state(direction).0.get() };
+        if state.is_none() {
+            *state = Some(self.method().interceptors.on_stream(&self.call_state, &self.ctx, direction));
         }
-        side
+        state
     }
 
-    pub(super) fn side(&self, direction: Direction) -> &Side<I::Stream> {
+    /// Where `direction` keeps its state.
+    pub(super) fn direction_state(&self, direction: Direction) -> &DirectionState<I::Stream> {
         match direction {
             Direction::Inbound => &self.inbound,
             Direction::Outbound => &self.outbound,
@@ -142,7 +143,7 @@ impl<I: Interceptor> CallState<I> {
     }
 }
 
-impl<I: Interceptor> Drop for CallState<I> {
+impl<I: Interceptor> Drop for CallCell<I> {
     fn drop(&mut self) {
         // Every path finalizes before this; this is the backstop.
         let _ = self.finalize(Err(gone()));

@@ -117,7 +117,7 @@ impl CallContext {
     /// The context of the call a request belongs to, when the handler is
     /// intercepted.
     pub fn of<T>(request: &tonic::Request<T>) -> Option<CallRef> {
-        request.extensions().get::<CallHandle>().map(|h| h.0.clone())
+        request.extensions().get::<CallExtension>().map(|h| h.0.clone())
     }
 
     /// The method.
@@ -208,7 +208,7 @@ impl CallContext {
         }
     }
 
-    /// Registers the waker of a direction that waits, so that [`terminate`]
+    /// Registers the waker of a direction that waits, so that [`terminate`](Self::terminate)
     /// and the call's timers wake it.
     #[inline]
     pub(crate) fn register(&self, direction: Direction, waker: &Waker) {
@@ -287,4 +287,4 @@ impl HasContext for CallContext {
 
 /// The request extension through which a handler reaches its call.
 #[derive(Clone, Debug)]
-pub(crate) struct CallHandle(pub(crate) CallRef);
+pub(crate) struct CallExtension(pub(crate) CallRef);

@@ -1,5 +1,6 @@
-//! [`Dir`]: the call seen from one direction, what a [`Tap`](super::Tap)'s
-//! vtable calls; the per-message path.
+//! [`DirectionView`]: the call seen from one direction, what a
+//! [`DirectionHandle`](super::DirectionHandle)'s vtable calls; the
+//! per-message path.
 
 use std::{
     sync::atomic::Ordering,
@@ -8,23 +9,23 @@ use std::{
 
 use tonic::Status;
 
-use super::{cell::SideState, flag, gone, CallState};
+use super::{flag, gone, CallCell};
 use crate::interceptor::{Direction, Interceptor, MessageRef};
 
-/// The view of a call from one direction (`OUT`: the outbound one); a
-/// [`Tap`]'s vtable calls it.
+/// The call's cell seen from one direction (`OUT`: the outbound one); a
+/// [`DirectionHandle`](super::DirectionHandle)'s vtable calls it.
 #[repr(transparent)]
-pub(super) struct Dir<I: Interceptor, const OUT: bool>(CallState<I>);
+pub(super) struct DirectionView<I: Interceptor, const OUT: bool>(CallCell<I>);
 
-/// What a [`Tap`]'s vtable calls.
+/// What a [`DirectionHandle`](super::DirectionHandle)'s vtable calls.
 ///
 /// # Safety
 /// Every method with `unsafe` touches the direction's state: only the
-/// direction's one `Tap` calls them, through `&mut self`.
-pub(super) trait ErasedTap<M> {
-    /// `raw`: the tap's pointer, for the call's waker.
-    unsafe fn poll_message(&self, raw: *const (), cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>>;
-    unsafe fn poll_interrupt(&self, raw: *const (), cx: &mut Context<'_>) -> Poll<Status>;
+/// direction's one `DirectionHandle` calls them, through `&mut self`.
+pub(super) trait ErasedDirection<M> {
+    /// `cell_ptr`: the handle's pointer to the cell, for the call's waker.
+    unsafe fn poll_message(&self, cell_ptr: *const (), cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>>;
+    unsafe fn poll_interrupt(&self, cell_ptr: *const (), cx: &mut Context<'_>) -> Poll<Status>;
     unsafe fn end(&self, result: Result<(), Status>) -> Option<Status>;
     unsafe fn release(&self);
 }
@@ -32,25 +33,25 @@ pub(super) trait ErasedTap<M> {
 // The per-message path below keeps to what every message does; each way out
 // of it (a flag set, a rejection, a wait) is out of line, so that it stays
 // small.
-impl<I: Interceptor, const OUT: bool> Dir<I, OUT> {
+impl<I: Interceptor, const OUT: bool> DirectionView<I, OUT> {
     const DIRECTION: Direction = if OUT { Direction::Outbound } else { Direction::Inbound };
     const INTERRUPT: u8 = if OUT { flag::INTERRUPT_OUT } else { flag::INTERRUPT_IN };
 
     /// This direction's state.
     ///
     /// # Safety
-    /// Only through this direction's `Tap`, and not twice at once.
+    /// Only through this direction's `DirectionHandle`, and not twice at once.
     #[allow(clippy::mut_from_ref)]
     #[inline]
-    unsafe fn side(&self) -> &mut SideState<I::Stream> {
-        unsafe { &mut *self.0.side(Self::DIRECTION).0.get() }
+    unsafe fn state(&self) -> &mut Option<I::Stream> {
+        unsafe { &mut *self.0.direction_state(Self::DIRECTION).0.get() }
     }
 
     /// This direction ends with `status`: its state goes, and its wrapper
     /// yields nothing after `status`.
     #[cold]
-    fn close(&self, side: &mut SideState<I::Stream>, status: Status) -> Status {
-        *side = None;
+    fn close(&self, state: &mut Option<I::Stream>, status: Status) -> Status {
+        *state = None;
         self.0.ctx.flags.fetch_or(flag::done(Self::DIRECTION), Ordering::Relaxed);
         status
     }
@@ -58,11 +59,11 @@ impl<I: Interceptor, const OUT: bool> Dir<I, OUT> {
     /// An interceptor rejected: the whole call ends with `status`.
     #[cold]
     #[inline(never)]
-    fn reject(&self, side: &mut SideState<I::Stream>, status: Status) -> Status {
+    fn reject(&self, state: &mut Option<I::Stream>, status: Status) -> Status {
         let ctx = &self.0.ctx;
         ctx.mark_ended_by(self.0.method().interceptors.name());
         ctx.terminate(&status);
-        self.close(side, status)
+        self.close(state, status)
     }
 
     /// The status a direction that has already ended reports.
@@ -75,27 +76,27 @@ impl<I: Interceptor, const OUT: bool> Dir<I, OUT> {
     /// has not polled the timers yet): deals with it before the message.
     #[cold]
     #[inline(never)]
-    fn attend(&self, raw: *const (), side: &mut SideState<I::Stream>) -> Option<Status> {
+    fn attend(&self, cell_ptr: *const (), state: &mut Option<I::Stream>) -> Option<Status> {
         let ctx = &self.0.ctx;
         if let Some(status) = ctx.terminal_status() {
-            return Some(self.close(side, status.clone()));
+            return Some(self.close(state, status.clone()));
         }
-        match self.interrupt(raw, side) {
+        match self.interrupt(cell_ptr, state) {
             Poll::Ready(status) => Some(status),
             Poll::Pending => None,
         }
     }
 
     /// Polls the interceptors' timers with the call's waker.
-    pub(super) fn interrupt(&self, raw: *const (), side: &mut SideState<I::Stream>) -> Poll<Status> {
-        let call = &self.0;
-        call.ctx.flags.fetch_and(!Self::INTERRUPT, Ordering::AcqRel);
-        let Some(state) = side.as_mut() else { return Poll::Ready(self.close(side, self.ended_status())) };
-        // SAFETY: `raw` is this direction's tap's pointer.
-        let waker = unsafe { CallState::<I>::call_waker(raw) };
+    pub(super) fn interrupt(&self, cell_ptr: *const (), state: &mut Option<I::Stream>) -> Poll<Status> {
+        let cell = &self.0;
+        cell.ctx.flags.fetch_and(!Self::INTERRUPT, Ordering::AcqRel);
+        let Some(stream) = state.as_mut() else { return Poll::Ready(self.close(state, self.ended_status())) };
+        // SAFETY: `cell_ptr` is this direction's handle's pointer.
+        let waker = unsafe { CallCell::<I>::call_waker(cell_ptr) };
         let mut cx = Context::from_waker(&waker);
-        match call.method().interceptors.poll_interrupt(&call.call, state, &call.ctx, &mut cx) {
-            Poll::Ready(status) => Poll::Ready(self.reject(side, status)),
+        match cell.method().interceptors.poll_interrupt(&cell.call_state, stream, &cell.ctx, &mut cx) {
+            Poll::Ready(status) => Poll::Ready(self.reject(state, status)),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -103,30 +104,30 @@ impl<I: Interceptor, const OUT: bool> Dir<I, OUT> {
     /// An interceptor holds the message back: wait, unless the call was ended
     /// meanwhile.
     #[inline(never)]
-    fn wait(&self, side: &mut SideState<I::Stream>, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+    fn wait(&self, state: &mut Option<I::Stream>, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         let ctx = &self.0.ctx;
         ctx.register(Self::DIRECTION, cx.waker());
         match ctx.terminal_status() {
             // Ended while this message waited: stop waiting now.
-            Some(status) => Poll::Ready(Err(self.close(side, status.clone()))),
+            Some(status) => Poll::Ready(Err(self.close(state, status.clone()))),
             None => Poll::Pending,
         }
     }
 }
 
-impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedTap<M> for Dir<I, OUT> {
+impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedDirection<M> for DirectionView<I, OUT> {
     #[inline]
-    unsafe fn poll_message(&self, raw: *const (), cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
-        let call = &self.0;
-        let ctx = &call.ctx;
+    unsafe fn poll_message(&self, cell_ptr: *const (), cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
+        let cell = &self.0;
+        let ctx = &cell.ctx;
         // SAFETY: the caller's promise.
-        let side = unsafe { self.side() };
+        let state = unsafe { self.state() };
         if ctx.flags.load(Ordering::Relaxed) & (flag::TERMINATED | Self::INTERRUPT) != 0 {
-            if let Some(status) = self.attend(raw, side) {
+            if let Some(status) = self.attend(cell_ptr, state) {
                 return Poll::Ready(Err(status));
             }
         }
-        let Some(state) = side.as_mut() else { return Poll::Ready(Err(self.close(side, self.ended_status()))) };
+        let Some(stream) = state.as_mut() else { return Poll::Ready(Err(self.close(state, self.ended_status()))) };
         let counters = ctx.counters(Self::DIRECTION);
         let view = MessageRef {
             ctx,
@@ -136,25 +137,25 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedTap<M> 
             index: counters.messages.load(Ordering::Relaxed),
             bytes_before: counters.bytes.load(Ordering::Relaxed),
         };
-        let interceptors = &call.method().interceptors;
-        match interceptors.poll_message(&call.call, state, cx, &view) {
+        let interceptors = &cell.method().interceptors;
+        match interceptors.poll_message(&cell.call_state, stream, cx, &view) {
             Poll::Ready(Ok(())) => {
-                interceptors.on_delivered(&call.call, state, &view);
+                interceptors.on_delivered(&cell.call_state, stream, &view);
                 counters.record(view.index, view.bytes_before, view.encoded_len);
                 Poll::Ready(Ok(()))
             }
-            Poll::Ready(Err(status)) => Poll::Ready(Err(self.reject(side, status))),
-            Poll::Pending => self.wait(side, cx),
+            Poll::Ready(Err(status)) => Poll::Ready(Err(self.reject(state, status))),
+            Poll::Pending => self.wait(state, cx),
         }
     }
 
-    unsafe fn poll_interrupt(&self, raw: *const (), cx: &mut Context<'_>) -> Poll<Status> {
+    unsafe fn poll_interrupt(&self, cell_ptr: *const (), cx: &mut Context<'_>) -> Poll<Status> {
         let ctx = &self.0.ctx;
         // SAFETY: the caller's promise.
-        let side = unsafe { self.side() };
+        let state = unsafe { self.state() };
         // Registered first, so that an end or a timer from now on wakes it.
         ctx.register(Self::DIRECTION, cx.waker());
-        match self.attend(raw, side) {
+        match self.attend(cell_ptr, state) {
             Some(status) => Poll::Ready(status),
             None => Poll::Pending,
         }
@@ -162,7 +163,7 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedTap<M> 
 
     unsafe fn end(&self, result: Result<(), Status>) -> Option<Status> {
         // SAFETY: the caller's promise.
-        *unsafe { self.side() } = None;
+        *unsafe { self.state() } = None;
         let ctx = &self.0.ctx;
         let flags = ctx.flags.fetch_or(flag::done(Self::DIRECTION), Ordering::Relaxed);
         if OUT && flags & flag::OWNS_END != 0 {
@@ -177,7 +178,7 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedTap<M> 
 
     unsafe fn release(&self) {
         // SAFETY: the caller's promise.
-        *unsafe { self.side() } = None;
+        *unsafe { self.state() } = None;
         let flags = self.0.ctx.flags.fetch_or(flag::done(Self::DIRECTION), Ordering::Relaxed);
         if OUT && flags & flag::OWNS_END != 0 && flags & flag::DONE_OUT == 0 {
             let _ = self.0.finalize(Err(gone()));

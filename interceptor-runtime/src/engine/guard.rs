@@ -1,5 +1,5 @@
 //! The handler's side of one call: [`Method::start`] makes the call and the
-//! [`Call`] guard the expansion drives.
+//! [`CallGuard`] the expansion drives.
 //!
 //! One intercepted handler does, in order:
 //! ```text
@@ -13,7 +13,7 @@
 //! ```
 //! The call is finalized exactly once: by `finish_unary`, by the outbound
 //! stream when it ends or is dropped, or, if the handler future is dropped
-//! first (the client went away), by `Call`'s destructor with CANCELLED.
+//! first (the client went away), by the guard's destructor with CANCELLED.
 
 use std::{
     future::{poll_fn, Future},
@@ -25,8 +25,8 @@ use std::{
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    cell::{Side, LIVE_CALLS},
-    flag, gone, CallContext, CallHandle, CallRef, CallState, Dir, Method, Tap,
+    cell::{DirectionState, LIVE_CALLS},
+    flag, gone, CallCell, CallContext, CallExtension, CallRef, DirectionHandle, DirectionView, Method,
 };
 use crate::{
     interceptor::{Direction, Interceptor},
@@ -36,16 +36,21 @@ use crate::{
 impl<I: Interceptor> Method<I> {
     /// Runs the `on_start` hooks. The request gets the call's
     /// [`CallContext`] in its extensions.
-    pub fn start<T>(&'static self, request: &mut Request<T>) -> Result<Call<I>, Status> {
+    pub fn start<T>(&'static self, request: &mut Request<T>) -> Result<CallGuard<I>, Status> {
         let ctx = CallContext::new(&self.info, request.remote_addr());
         match self.interceptors.on_start(&ctx, request.metadata()) {
-            Ok(call) => {
-                let state = Arc::new(CallState { ctx, outbound: Side::new(), call, inbound: Side::new() });
+            Ok(call_state) => {
+                let cell = Arc::new(CallCell {
+                    ctx,
+                    outbound: DirectionState::new(),
+                    call_state,
+                    inbound: DirectionState::new(),
+                });
                 LIVE_CALLS.fetch_add(1, Ordering::Relaxed);
-                let handle = CallRef(state.clone());
-                probe(request, || handle.clone());
-                request.extensions_mut().insert(CallHandle(handle));
-                Ok(Call { state, armed: true, inbound_taken: false })
+                let call = CallRef(cell.clone());
+                probe(request, || call.clone());
+                request.extensions_mut().insert(CallExtension(call));
+                Ok(CallGuard { cell, armed: true, inbound_handed_out: false })
             }
             Err(status) => {
                 ctx.mark_ended_by(self.interceptors.name());
@@ -68,35 +73,35 @@ fn probe<T>(request: &Request<T>, call: impl FnOnce() -> CallRef) {
 
 /// The handler's side of one call. Dropped before `finish_*` (the client went
 /// away, or the handler panicked), it ends the call as CANCELLED (INTERNAL).
-pub struct Call<I: Interceptor> {
-    pub(super) state: Arc<CallState<I>>,
+pub struct CallGuard<I: Interceptor> {
+    pub(super) cell: Arc<CallCell<I>>,
     armed: bool,
-    inbound_taken: bool,
+    inbound_handed_out: bool,
 }
 
-impl<I: Interceptor> Drop for Call<I> {
+impl<I: Interceptor> Drop for CallGuard<I> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = self.state.finalize(Err(gone()));
+            let _ = self.cell.finalize(Err(gone()));
         }
     }
 }
 
-impl<I: Interceptor> Call<I> {
+impl<I: Interceptor> CallGuard<I> {
     /// The call's context.
     pub fn context(&self) -> &CallContext {
-        &self.state.ctx
+        &self.cell.ctx
     }
 
-    /// The one tap of the inbound direction.
-    fn inbound_tap<T: prost::Message + 'static>(&mut self) -> Tap<T> {
-        // An expansion takes the inbound direction once; this keeps `tap`'s
-        // promise whatever calls it.
-        assert!(!self.inbound_taken, "interceptor-runtime: the inbound stream of a call was taken twice");
-        self.inbound_taken = true;
-        // SAFETY: the first and only inbound tap of this call (above); the
+    /// The one handle of the inbound direction.
+    fn inbound_handle<T: prost::Message + 'static>(&mut self) -> DirectionHandle<T> {
+        // An expansion takes the inbound direction once; this keeps
+        // `CallCell::handle`'s promise whatever calls it.
+        assert!(!self.inbound_handed_out, "interceptor-runtime: the inbound stream of a call was taken twice");
+        self.inbound_handed_out = true;
+        // SAFETY: the first and only inbound handle of this call (above); the
         // outbound one is made only by `finish_*`, which consume `self`.
-        unsafe { self.state.tap(Direction::Inbound, false) }
+        unsafe { self.cell.handle(Direction::Inbound, false) }
     }
 
     /// Wraps a client stream.
@@ -104,8 +109,8 @@ impl<I: Interceptor> Call<I> {
     where
         T: prost::Message + 'static,
     {
-        let tap = self.inbound_tap();
-        request.map(|stream| Inbound::new(stream, tap))
+        let handle = self.inbound_handle();
+        request.map(|stream| Inbound::new(stream, handle))
     }
 
     /// Runs the inbound hooks on a unary request. On rejection the call is
@@ -114,9 +119,9 @@ impl<I: Interceptor> Call<I> {
     where
         T: prost::Message + 'static,
     {
-        let mut tap = self.inbound_tap::<T>();
-        let passed = poll_fn(|cx| tap.poll_message(cx, request.get_ref())).await;
-        drop(tap);
+        let mut handle = self.inbound_handle::<T>();
+        let passed = poll_fn(|cx| handle.poll_message(cx, request.get_ref())).await;
+        drop(handle);
         match passed {
             Ok(()) => Ok(request),
             Err(status) => Err(self.end(Err(status)).unwrap_err()),
@@ -132,9 +137,9 @@ impl<I: Interceptor> Call<I> {
         match result {
             Ok(response) => {
                 self.armed = false;
-                // SAFETY: the only outbound tap: `self` is consumed.
-                let tap = unsafe { self.state.tap(Direction::Outbound, true) };
-                Ok(response.map(|inner| X::wrap(inner, tap)))
+                // SAFETY: the only outbound handle: `self` is consumed.
+                let handle = unsafe { self.cell.handle(Direction::Outbound, true) };
+                Ok(response.map(|inner| X::wrap(inner, handle)))
             }
             Err(status) => Err(self.end(Err(status)).unwrap_err()),
         }
@@ -149,19 +154,19 @@ impl<I: Interceptor> Call<I> {
             Ok(response) => response,
             Err(status) => return Err(self.end(Err(status)).unwrap_err()),
         };
-        // SAFETY: the only outbound tap: `self` is consumed.
-        let mut tap = unsafe { self.state.tap::<T>(Direction::Outbound, false) };
-        let passed = poll_fn(|cx| tap.poll_message(cx, response.get_ref())).await;
-        drop(tap);
+        // SAFETY: the only outbound handle: `self` is consumed.
+        let mut handle = unsafe { self.cell.handle::<T>(Direction::Outbound, false) };
+        let passed = poll_fn(|cx| handle.poll_message(cx, response.get_ref())).await;
+        drop(handle);
         self.end(passed).map(|()| response)
     }
 
     fn end(&mut self, result: Result<(), Status>) -> Result<(), Status> {
         self.armed = false;
-        // SAFETY: as in `poll_timers`: no outbound tap exists, and `&mut self`.
+        // SAFETY: as in `poll_timers`: no outbound handle exists, and `&mut self`.
         // The state `run` made for the response goes with the call.
-        *unsafe { &mut *self.state.outbound.0.get() } = None;
-        self.state.finalize(result)
+        *unsafe { &mut *self.cell.outbound.0.get() } = None;
+        self.cell.finalize(result)
     }
 
     /// Runs the handler's body, and the interceptors' timers beside it: when
@@ -173,35 +178,35 @@ impl<I: Interceptor> Call<I> {
     where
         F: Future<Output = Result<R, Status>>,
     {
-        Run { call: self, body }
+        Run { guard: self, body }
     }
 
     /// While the handler runs, the outbound direction has not started: it
     /// polls the timers on that direction's behalf, with that direction's
     /// state (made now, kept for the response) and waker slot.
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> Poll<Status> {
-        let state = &*self.state;
-        state.ctx.register(Direction::Outbound, cx.waker());
-        let flags = state.ctx.flags.load(Ordering::Acquire);
+        let cell = &*self.cell;
+        cell.ctx.register(Direction::Outbound, cx.waker());
+        let flags = cell.ctx.flags.load(Ordering::Acquire);
         if flags & flag::INTERRUPT_OUT == 0 || flags & flag::DONE_OUT != 0 {
             return Poll::Pending;
         }
-        // SAFETY: the outbound state is touched by the outbound tap alone,
+        // SAFETY: the outbound state is touched by the outbound handle alone,
         // which `finish_*` make, taking `self`: it does not exist yet, and
         // `&mut self` excludes every other use.
-        let side = unsafe { state.side_state(Direction::Outbound) };
-        let raw = Arc::as_ptr(&self.state) as *const ();
-        // SAFETY: `Dir` is a `repr(transparent)` view of the call's state;
-        // `raw` comes from the `Arc` this call holds for as long as `self`.
-        let dir = unsafe { &*(raw as *const Dir<I, true>) };
-        dir.interrupt(raw, side)
+        let state = unsafe { cell.state_of(Direction::Outbound) };
+        let cell_ptr = Arc::as_ptr(&self.cell) as *const ();
+        // SAFETY: `DirectionView` is a `repr(transparent)` view of the cell;
+        // `cell_ptr` comes from the `Arc` this guard holds for as long as `self`.
+        let view = unsafe { &*(cell_ptr as *const DirectionView<I, true>) };
+        view.interrupt(cell_ptr, state)
     }
 }
 
 pin_project_lite::pin_project! {
-    /// What [`Call::run`] returns.
+    /// What [`CallGuard::run`] returns.
     pub struct Run<'a, I: Interceptor, F> {
-        call: &'a mut Call<I>,
+        guard: &'a mut CallGuard<I>,
         #[pin]
         body: F,
     }
@@ -215,6 +220,6 @@ impl<I: Interceptor, F: Future<Output = Result<R, Status>>, R> Future for Run<'_
         if let Poll::Ready(result) = this.body.poll(cx) {
             return Poll::Ready(result);
         }
-        this.call.poll_timers(cx).map(Err)
+        this.guard.poll_timers(cx).map(Err)
     }
 }

@@ -1,4 +1,4 @@
-//! [`Tap`]: a wrapper's handle on its direction of the call, type-erased
+//! [`DirectionHandle`]: a wrapper's handle on its direction of the call, type-erased
 //! over the interceptors.
 
 use std::{
@@ -10,42 +10,42 @@ use std::{
 
 use tonic::Status;
 
-use super::{flag, CallContext, CallState, Dir, ErasedTap};
+use super::{flag, CallCell, CallContext, DirectionView, ErasedDirection};
 use crate::interceptor::{Direction, Interceptor};
 
-/// One direction of one call, as the wrappers see it: type-erased over the
+/// A wrapper's handle on its direction of one call: type-erased over the
 /// interceptors, so that `Inbound<T>` and `Outbound<S>` can be named. It
-/// points into the call's one allocation; there is one per direction.
+/// points into the call's cell; there is one per direction.
 ///
-/// A hand-made trait object: a thin pointer to the call's state, whose first
+/// A hand-made trait object: a thin pointer to the call's cell, whose first
 /// field is the [`CallContext`] (so reading the context is one load, with no
 /// offset to compute from a vtable's alignment), and a vtable of the
 /// direction's functions.
-pub struct Tap<M> {
-    /// The `CallState<I>` (its context first), holding one strong count of
+pub struct DirectionHandle<M> {
+    /// The `CallCell<I>` (its context first), holding one strong count of
     /// its `Arc`.
-    pub(super) call: NonNull<CallContext>,
-    pub(super) vtable: NonNull<TapVTable<M>>,
+    pub(super) cell: NonNull<CallContext>,
+    pub(super) vtable: NonNull<DirectionVTable<M>>,
 }
 
-// SAFETY: the call's state is `Send + Sync` (see `CallState`), and the
-// direction's state it reaches is touched only through this one tap, by
-// `&mut self`; `&Tap` only reads the context, which is `Sync`.
-unsafe impl<M> Send for Tap<M> {}
-unsafe impl<M> Sync for Tap<M> {}
+// SAFETY: the cell is `Send + Sync` (see `CallCell`), and the
+// direction's state it reaches is touched only through this one handle, by
+// `&mut self`; `&DirectionHandle` only reads the context, which is `Sync`.
+unsafe impl<M> Send for DirectionHandle<M> {}
+unsafe impl<M> Sync for DirectionHandle<M> {}
 
-pub(super) struct TapVTable<M> {
+pub(super) struct DirectionVTable<M> {
     poll_message: unsafe fn(*const (), &mut Context<'_>, &M) -> Poll<Result<(), Status>>,
     poll_interrupt: unsafe fn(*const (), &mut Context<'_>) -> Poll<Status>,
     end: unsafe fn(*const (), Result<(), Status>) -> Option<Status>,
-    /// Releases the direction and the tap's strong count.
+    /// Releases the direction and the handle's strong count.
     release: unsafe fn(*const ()),
 }
 
 pub(super) struct VTableOf<I, const OUT: bool, M>(PhantomData<fn() -> (I, M)>);
 
 impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> VTableOf<I, OUT, M> {
-    pub(super) const VTABLE: TapVTable<M> = TapVTable {
+    pub(super) const VTABLE: DirectionVTable<M> = DirectionVTable {
         poll_message: Self::poll_message,
         poll_interrupt: Self::poll_interrupt,
         end: Self::end,
@@ -53,40 +53,40 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> VTableOf<I, O
     };
 
     /// # Safety (all four)
-    /// `call` is the pointer of a `Tap` made by `CallState::<I>::tap` for
-    /// direction `OUT`, used by that tap alone.
-    unsafe fn dir<'a>(call: *const ()) -> &'a Dir<I, OUT> {
-        unsafe { &*(call as *const Dir<I, OUT>) }
+    /// `cell` is the pointer of a `DirectionHandle` made by `CallCell::<I>::handle` for
+    /// direction `OUT`, used by that handle alone.
+    unsafe fn view<'a>(cell: *const ()) -> &'a DirectionView<I, OUT> {
+        unsafe { &*(cell as *const DirectionView<I, OUT>) }
     }
-    unsafe fn poll_message(call: *const (), cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
-        unsafe { ErasedTap::<M>::poll_message(Self::dir(call), call, cx, msg) }
+    unsafe fn poll_message(cell: *const (), cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
+        unsafe { ErasedDirection::<M>::poll_message(Self::view(cell), cell, cx, msg) }
     }
-    unsafe fn poll_interrupt(call: *const (), cx: &mut Context<'_>) -> Poll<Status> {
-        unsafe { ErasedTap::<M>::poll_interrupt(Self::dir(call), call, cx) }
+    unsafe fn poll_interrupt(cell: *const (), cx: &mut Context<'_>) -> Poll<Status> {
+        unsafe { ErasedDirection::<M>::poll_interrupt(Self::view(cell), cell, cx) }
     }
-    unsafe fn end(call: *const (), result: Result<(), Status>) -> Option<Status> {
-        unsafe { ErasedTap::<M>::end(Self::dir(call), result) }
+    unsafe fn end(cell: *const (), result: Result<(), Status>) -> Option<Status> {
+        unsafe { ErasedDirection::<M>::end(Self::view(cell), result) }
     }
-    unsafe fn release(call: *const ()) {
+    unsafe fn release(cell: *const ()) {
         unsafe {
-            ErasedTap::<M>::release(Self::dir(call));
-            drop(Arc::from_raw(call as *const CallState<I>));
+            ErasedDirection::<M>::release(Self::view(cell));
+            drop(Arc::from_raw(cell as *const CallCell<I>));
         }
     }
 }
 
-impl<M> Tap<M> {
+impl<M> DirectionHandle<M> {
     #[inline]
-    fn vtable(&self) -> &TapVTable<M> {
+    fn vtable(&self) -> &DirectionVTable<M> {
         // SAFETY: a `'static` constant.
         unsafe { self.vtable.as_ref() }
     }
 
-    /// The call.
+    /// The call's context.
     #[inline]
     pub(crate) fn context(&self) -> &CallContext {
-        // SAFETY: the tap's strong count keeps the call's state alive.
-        unsafe { self.call.as_ref() }
+        // SAFETY: the handle's strong count keeps the cell alive.
+        unsafe { self.cell.as_ref() }
     }
 
     /// The wrapper of `direction` has yielded its last item.
@@ -99,26 +99,26 @@ impl<M> Tap<M> {
     /// is the direction's last item (so are `poll_interrupt`'s and `end`'s).
     #[inline]
     pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
-        // SAFETY (all four): `self` is this direction's only tap, and `&mut`.
-        unsafe { (self.vtable().poll_message)(self.call.as_ptr() as *const (), cx, msg) }
+        // SAFETY (all four): `self` is this direction's only handle, and `&mut`.
+        unsafe { (self.vtable().poll_message)(self.cell.as_ptr() as *const (), cx, msg) }
     }
 
     /// Polled while the direction waits: the call was ended by the other
     /// direction, or one of the interceptors' timers fired.
     pub(crate) fn poll_interrupt(&mut self, cx: &mut Context<'_>) -> Poll<Status> {
-        unsafe { (self.vtable().poll_interrupt)(self.call.as_ptr() as *const (), cx) }
+        unsafe { (self.vtable().poll_interrupt)(self.cell.as_ptr() as *const (), cx) }
     }
 
     /// The direction ended with `result`; for the outbound direction this ends
     /// the call. Returns the error the stream should yield last, if any.
     pub(crate) fn end(&mut self, result: Result<(), Status>) -> Option<Status> {
-        unsafe { (self.vtable().end)(self.call.as_ptr() as *const (), result) }
+        unsafe { (self.vtable().end)(self.cell.as_ptr() as *const (), result) }
     }
 }
 
-impl<M> Drop for Tap<M> {
+impl<M> Drop for DirectionHandle<M> {
     fn drop(&mut self) {
-        // SAFETY: as above; this is the tap's last use.
-        unsafe { (self.vtable().release)(self.call.as_ptr() as *const ()) }
+        // SAFETY: as above; this is the handle's last use.
+        unsafe { (self.vtable().release)(self.cell.as_ptr() as *const ()) }
     }
 }

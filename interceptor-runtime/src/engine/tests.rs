@@ -19,11 +19,11 @@ async fn a_call_with_a_timer_is_freed_when_it_ends() {
     );
     let mut request = Request::new(());
     let mut call = method.start(&mut request).expect("no limit to reject it");
-    let state = Arc::downgrade(&call.state);
+    let cell = Arc::downgrade(&call.cell);
     // The first message polls the timers: the `Sleep` now holds the call's waker.
     let request = call.recv_unary(request).await.expect("passes");
     call.finish_unary(Ok(Response::new(()))).await.expect("passes");
-    assert!(state.upgrade().is_some(), "the request's extensions still hold the call");
+    assert!(cell.upgrade().is_some(), "the request's extensions still hold the call");
     drop(request);
-    assert!(state.upgrade().is_none(), "the call's state outlived the call");
+    assert!(cell.upgrade().is_none(), "the call's cell outlived the call");
 }

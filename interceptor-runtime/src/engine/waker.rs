@@ -7,20 +7,20 @@ use std::{
     task::{RawWaker, RawWakerVTable, Waker},
 };
 
-use super::CallState;
+use super::CallCell;
 use crate::interceptor::Interceptor;
 
-impl<I: Interceptor> CallState<I> {
+impl<I: Interceptor> CallCell<I> {
     /// A waker for the whole call, handed to `poll_interrupt`: a timer an
     /// interceptor registers with it sets both directions' interrupt flags
     /// and wakes whichever waits. It holds the call weakly, so a timer kept
     /// in the call's own state does not keep the call alive.
     ///
     /// # Safety
-    /// `raw` is a tap's pointer (from `Arc::into_raw`), still holding its count.
-    pub(super) unsafe fn call_waker(raw: *const ()) -> Waker {
+    /// `cell_ptr` is a handle's pointer to the cell (from `Arc::into_raw`), still holding its count.
+    pub(super) unsafe fn call_waker(cell_ptr: *const ()) -> Waker {
         // SAFETY: the caller's promise; `ManuallyDrop` leaves the count as it is.
-        let arc = ManuallyDrop::new(unsafe { Arc::from_raw(raw as *const Self) });
+        let arc = ManuallyDrop::new(unsafe { Arc::from_raw(cell_ptr as *const Self) });
         let weak = Weak::into_raw(Arc::downgrade(&arc));
         // SAFETY: the vtable's functions treat the pointer as the `Weak`
         // it is.
@@ -33,8 +33,8 @@ fn waker_vtable<I: Interceptor>() -> &'static RawWakerVTable {
 }
 
 unsafe fn clone_waker<I: Interceptor>(ptr: *const ()) -> RawWaker {
-    // SAFETY: `ptr` is a `Weak<CallState<I>>` made by `call_waker`.
-    let weak = ManuallyDrop::new(unsafe { Weak::from_raw(ptr as *const CallState<I>) });
+    // SAFETY: `ptr` is a `Weak<CallCell<I>>` made by `call_waker`.
+    let weak = ManuallyDrop::new(unsafe { Weak::from_raw(ptr as *const CallCell<I>) });
     RawWaker::new(Weak::into_raw(Weak::clone(&weak)) as *const (), waker_vtable::<I>())
 }
 
@@ -48,7 +48,7 @@ unsafe fn wake_waker<I: Interceptor>(ptr: *const ()) {
 
 unsafe fn wake_waker_by_ref<I: Interceptor>(ptr: *const ()) {
     // SAFETY: as in `clone_waker`.
-    let weak = ManuallyDrop::new(unsafe { Weak::from_raw(ptr as *const CallState<I>) });
+    let weak = ManuallyDrop::new(unsafe { Weak::from_raw(ptr as *const CallCell<I>) });
     if let Some(call) = weak.upgrade() {
         call.ctx.interrupt();
     }
@@ -56,5 +56,5 @@ unsafe fn wake_waker_by_ref<I: Interceptor>(ptr: *const ()) {
 
 unsafe fn drop_waker<I: Interceptor>(ptr: *const ()) {
     // SAFETY: as in `clone_waker`; this drops the waker's `Weak`.
-    drop(unsafe { Weak::from_raw(ptr as *const CallState<I>) });
+    drop(unsafe { Weak::from_raw(ptr as *const CallCell<I>) });
 }

@@ -12,7 +12,7 @@ use tonic::{metadata::MetadataMap, Status, Streaming};
 
 use super::slow_path;
 use crate::{
-    engine::{CallContext, Tap},
+    engine::{CallContext, DirectionHandle},
     interceptor::Direction,
 };
 
@@ -26,7 +26,7 @@ use crate::{
 /// the stream yields that status once and then ends.
 pub struct Inbound<T> {
     inner: Streaming<T>,
-    tap: Tap<T>,
+    handle: DirectionHandle<T>,
     /// A message an interceptor holds back (a rate limit, say); boxed, as it
     /// is rare, so that a stream that holds none stays small.
     pending: Option<Box<T>>,
@@ -39,15 +39,15 @@ impl<T> Unpin for Inbound<T> {}
 impl<T: 'static> fmt::Debug for Inbound<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Inbound")
-            .field("call", self.tap.context())
-            .field("done", &self.tap.is_done(Direction::Inbound))
+            .field("call", self.handle.context())
+            .field("done", &self.handle.is_done(Direction::Inbound))
             .finish_non_exhaustive()
     }
 }
 
 impl<T: prost::Message + 'static> Inbound<T> {
-    pub(crate) fn new(inner: Streaming<T>, tap: Tap<T>) -> Self {
-        Inbound { inner, tap, pending: None }
+    pub(crate) fn new(inner: Streaming<T>, handle: DirectionHandle<T>) -> Self {
+        Inbound { inner, handle, pending: None }
     }
 
     /// The next message: `Ok(None)` at the end of the stream, like
@@ -64,7 +64,7 @@ impl<T: prost::Message + 'static> Inbound<T> {
 
     /// The call this stream belongs to.
     pub fn context(&self) -> &CallContext {
-        self.tap.context()
+        self.handle.context()
     }
 
     /// The plain stream, without interceptors from here on. A message an
@@ -113,19 +113,19 @@ impl<T: prost::Message + 'static> Inbound<T> {
         passed: impl FnOnce(T) -> R,
         other: impl FnOnce(Option<Result<T, Status>>) -> R,
     ) -> Poll<R> {
-        if self.tap.is_done(Direction::Inbound) || self.pending.is_some() {
-            return slow_path::poll_held::<T, false>(&mut self.tap, &mut self.pending, cx).map(other);
+        if self.handle.is_done(Direction::Inbound) || self.pending.is_some() {
+            return slow_path::poll_held::<T, false>(&mut self.handle, &mut self.pending, cx).map(other);
         }
         let polled = Pin::new(&mut self.inner).poll_next(cx);
         let Poll::Ready(Some(Ok(message))) = &polled else {
-            return slow_path::no_message::<T, false>(&mut self.tap, &mut self.pending, cx, polled).map(other);
+            return slow_path::no_message::<T, false>(&mut self.handle, &mut self.pending, cx, polled).map(other);
         };
-        let held = self.tap.poll_message(cx, message);
+        let held = self.handle.poll_message(cx, message);
         if let Poll::Ready(Ok(())) = held {
             if let Poll::Ready(Some(Ok(message))) = polled {
                 return Poll::Ready(passed(message));
             }
         }
-        slow_path::not_passed::<T, false>(&mut self.tap, &mut self.pending, held, polled).map(other)
+        slow_path::not_passed::<T, false>(&mut self.handle, &mut self.pending, held, polled).map(other)
     }
 }

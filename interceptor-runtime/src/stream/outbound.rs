@@ -12,7 +12,7 @@ use tonic::Status;
 
 use super::slow_path;
 use crate::{
-    engine::{CallContext, Tap},
+    engine::{CallContext, DirectionHandle},
     interceptor::Direction,
 };
 
@@ -33,7 +33,7 @@ pin_project! {
     {
         #[pin]
         inner: S,
-        tap: Tap<S::Ok>,
+        handle: DirectionHandle<S::Ok>,
         // Boxed, as in `Inbound`.
         pending: Option<Box<S::Ok>>,
     }
@@ -45,8 +45,8 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Outbound")
-            .field("call", self.tap.context())
-            .field("done", &self.tap.is_done(Direction::Outbound))
+            .field("call", self.handle.context())
+            .field("done", &self.handle.is_done(Direction::Outbound))
             .finish_non_exhaustive()
     }
 }
@@ -55,13 +55,13 @@ impl<S: TryStream> Outbound<S>
 where
     S::Ok: 'static,
 {
-    pub(crate) fn new(inner: S, tap: Tap<S::Ok>) -> Self {
-        Outbound { inner, tap, pending: None }
+    pub(crate) fn new(inner: S, handle: DirectionHandle<S::Ok>) -> Self {
+        Outbound { inner, handle, pending: None }
     }
 
     /// The call this stream belongs to.
     pub fn context(&self) -> &CallContext {
-        self.tap.context()
+        self.handle.context()
     }
 }
 
@@ -78,20 +78,20 @@ where
     #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
-        if this.tap.is_done(Direction::Outbound) || this.pending.is_some() {
-            return slow_path::poll_held::<S::Ok, true>(this.tap, this.pending, cx);
+        if this.handle.is_done(Direction::Outbound) || this.pending.is_some() {
+            return slow_path::poll_held::<S::Ok, true>(this.handle, this.pending, cx);
         }
         let polled = this.inner.try_poll_next(cx);
         let Poll::Ready(Some(Ok(message))) = &polled else {
-            return slow_path::no_message::<S::Ok, true>(this.tap, this.pending, cx, polled);
+            return slow_path::no_message::<S::Ok, true>(this.handle, this.pending, cx, polled);
         };
-        let held = this.tap.poll_message(cx, message);
+        let held = this.handle.poll_message(cx, message);
         if let Poll::Ready(Ok(())) = held {
             if let Poll::Ready(Some(Ok(message))) = polled {
                 return Poll::Ready(Some(Ok(message)));
             }
         }
-        slow_path::not_passed::<S::Ok, true>(this.tap, this.pending, held, polled)
+        slow_path::not_passed::<S::Ok, true>(this.handle, this.pending, held, polled)
     }
 }
 
@@ -109,7 +109,7 @@ pub trait OutboundStream: Sized {
     /// The message type.
     type Message: prost::Message + 'static;
     #[doc(hidden)]
-    fn wrap(inner: Self::Inner, tap: Tap<Self::Message>) -> Self;
+    fn wrap(inner: Self::Inner, handle: DirectionHandle<Self::Message>) -> Self;
 }
 
 impl<S> OutboundStream for Outbound<S>
@@ -119,8 +119,8 @@ where
 {
     type Inner = S;
     type Message = S::Ok;
-    fn wrap(inner: S, tap: Tap<S::Ok>) -> Self {
-        Outbound::new(inner, tap)
+    fn wrap(inner: S, handle: DirectionHandle<S::Ok>) -> Self {
+        Outbound::new(inner, handle)
     }
 }
 
@@ -131,8 +131,8 @@ macro_rules! boxed_stream {
         {
             type Inner = Self;
             type Message = T;
-            fn wrap(inner: Self, tap: Tap<T>) -> Self {
-                Box::pin(Outbound::new(inner, tap))
+            fn wrap(inner: Self, handle: DirectionHandle<T>) -> Self {
+                Box::pin(Outbound::new(inner, handle))
             }
         }
     };

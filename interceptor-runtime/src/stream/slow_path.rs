@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use tonic::Status;
 
-use crate::{engine::Tap, interceptor::Direction};
+use crate::{engine::DirectionHandle, interceptor::Direction};
 
 /// What a wrapper yields.
 type Item<T> = Poll<Option<Result<T, Status>>>;
@@ -24,9 +24,9 @@ const fn direction<const OUT: bool>() -> Direction {
 }
 
 /// The interceptors ended the direction with `status`: what it yields last.
-fn ended<T, const OUT: bool>(tap: &mut Tap<T>, status: Status) -> Option<Status> {
+fn ended<T, const OUT: bool>(handle: &mut DirectionHandle<T>, status: Status) -> Option<Status> {
     if OUT {
-        tap.end(Err(status))
+        handle.end(Err(status))
     } else {
         Some(status)
     }
@@ -37,15 +37,15 @@ fn ended<T, const OUT: bool>(tap: &mut Tap<T>, status: Status) -> Option<Status>
 #[cold]
 #[inline(never)]
 pub(crate) fn poll_held<T, const OUT: bool>(
-    tap: &mut Tap<T>,
+    handle: &mut DirectionHandle<T>,
     pending: &mut Option<Box<T>>,
     cx: &mut Context<'_>,
 ) -> Item<T> {
-    if tap.is_done(direction::<OUT>()) {
+    if handle.is_done(direction::<OUT>()) {
         return Poll::Ready(None);
     }
     match pending.take() {
-        Some(message) => pass::<T, OUT>(tap, pending, cx, *message),
+        Some(message) => pass::<T, OUT>(handle, pending, cx, *message),
         None => Poll::Pending,
     }
 }
@@ -55,14 +55,14 @@ pub(crate) fn poll_held<T, const OUT: bool>(
 #[cold]
 #[inline(never)]
 pub(crate) fn not_passed<T, const OUT: bool>(
-    tap: &mut Tap<T>,
+    handle: &mut DirectionHandle<T>,
     pending: &mut Option<Box<T>>,
     held: Poll<Result<(), Status>>,
     polled: Item<T>,
 ) -> Item<T> {
     match held {
         Poll::Ready(Ok(())) => polled,
-        Poll::Ready(Err(status)) => Poll::Ready(ended::<T, OUT>(tap, status).map(Err)),
+        Poll::Ready(Err(status)) => Poll::Ready(ended::<T, OUT>(handle, status).map(Err)),
         Poll::Pending => {
             if let Poll::Ready(Some(Ok(message))) = polled {
                 *pending = Some(Box::new(message));
@@ -74,14 +74,14 @@ pub(crate) fn not_passed<T, const OUT: bool>(
 
 /// Runs the interceptors on `message` (one held back before).
 fn pass<T, const OUT: bool>(
-    tap: &mut Tap<T>,
+    handle: &mut DirectionHandle<T>,
     pending: &mut Option<Box<T>>,
     cx: &mut Context<'_>,
     message: T,
 ) -> Item<T> {
-    match tap.poll_message(cx, &message) {
+    match handle.poll_message(cx, &message) {
         Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(message))),
-        Poll::Ready(Err(status)) => Poll::Ready(ended::<T, OUT>(tap, status).map(Err)),
+        Poll::Ready(Err(status)) => Poll::Ready(ended::<T, OUT>(handle, status).map(Err)),
         Poll::Pending => {
             *pending = Some(Box::new(message));
             Poll::Pending
@@ -93,15 +93,15 @@ fn pass<T, const OUT: bool>(
 /// or nothing yet (the call may have been ended meanwhile).
 #[inline(never)]
 pub(crate) fn no_message<T, const OUT: bool>(
-    tap: &mut Tap<T>,
+    handle: &mut DirectionHandle<T>,
     pending: &mut Option<Box<T>>,
     cx: &mut Context<'_>,
     polled: Item<T>,
 ) -> Item<T> {
     match polled {
-        Poll::Ready(Some(Ok(message))) => pass::<T, OUT>(tap, pending, cx, message),
-        Poll::Ready(Some(Err(status))) => Poll::Ready(tap.end(Err(status)).map(Err)),
-        Poll::Ready(None) => Poll::Ready(tap.end(Ok(())).map(Err)),
-        Poll::Pending => tap.poll_interrupt(cx).map(|status| ended::<T, OUT>(tap, status).map(Err)),
+        Poll::Ready(Some(Ok(message))) => pass::<T, OUT>(handle, pending, cx, message),
+        Poll::Ready(Some(Err(status))) => Poll::Ready(handle.end(Err(status)).map(Err)),
+        Poll::Ready(None) => Poll::Ready(handle.end(Ok(())).map(Err)),
+        Poll::Pending => handle.poll_interrupt(cx).map(|status| ended::<T, OUT>(handle, status).map(Err)),
     }
 }
