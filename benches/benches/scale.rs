@@ -41,22 +41,30 @@ fn count(size: usize, n: i64) {
     BY_SIZE[size.min(BY_SIZE.len() - 1)].fetch_add(n, Relaxed);
 }
 
+// SAFETY: every method forwards to the system allocator with its caller's
+// arguments, so it keeps `GlobalAlloc`'s contract as `System` does; counting
+// neither allocates nor panics.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count(layout.size(), 1);
+        // SAFETY: the caller's promise (a layout of non-zero size), passed on.
         unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count(layout.size(), 1);
+        // SAFETY: as in `alloc`.
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         count(layout.size(), -1);
+        // SAFETY: the caller's promise (`ptr` came from this allocator, that
+        // is from `System`, with `layout`), passed on.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count(layout.size(), -1);
         count(new_size, 1);
+        // SAFETY: as in `dealloc`, and `new_size` is the caller's valid size.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }

@@ -38,11 +38,10 @@ pub(super) struct CallCell<I: Interceptor> {
     pub(super) inbound: DirectionState<I::Stream>,
 }
 
-// SAFETY: the only field that is not `Sync` by itself is each
-// `DirectionState`'s `UnsafeCell`, which only that direction's single
-// `DirectionHandle` (or the `CallGuard` before the handle exists) reads or
-// writes; that handle may move to another thread, hence `I::Stream: Send`,
-// which `Interceptor` requires.
+// SAFETY: I1, I7. The only field that is not `Sync` by itself is each
+// `DirectionState`'s `UnsafeCell`, which only that direction's one owner
+// reads or writes; the owner may move to another thread, hence
+// `I::Stream: Send`, which `Interceptor` requires.
 unsafe impl<I: Interceptor> Sync for CallCell<I> {}
 
 /// The interceptors' state of one direction of one call; dropped as soon as
@@ -66,9 +65,9 @@ impl<I: Interceptor> CallCell<I> {
     /// The method's interceptors.
     #[inline]
     pub(super) fn method(&self) -> &'static Method<I> {
-        // SAFETY: `Method::start` made the context with `&self.info` of the
-        // `Method<I>` that made this call, and `info` is its first field
-        // (`repr(C)`): the same address, valid for `'static`.
+        // SAFETY: I5, I4: `Method::start` made the context with `&self.info`
+        // of the `Method<I>` that made this call, which lives for the
+        // process, and `info` is its first field: the same address.
         unsafe { &*(self.ctx.method as *const MethodInfo as *const Method<I>) }
     }
 
@@ -92,24 +91,25 @@ impl<I: Interceptor> CallCell<I> {
     /// Makes the one [`DirectionHandle`] of `direction`.
     ///
     /// # Safety
-    /// At most once per direction and call, and not while anything else
-    /// touches that direction's state.
+    /// The caller owns `direction` (I1) and hands its ownership to the
+    /// handle: at most once per direction and call.
     pub(super) unsafe fn handle<M: prost::Message + 'static>(
         self: &Arc<Self>,
         direction: Direction,
         owns_end: bool,
     ) -> DirectionHandle<M> {
-        // SAFETY: nothing else touches this direction's state yet (the
-        // caller's promise). The outbound state may exist already: made while
-        // the handler ran (see `CallGuard::run`).
+        // SAFETY: I1: the caller owns the direction until it returns. The
+        // outbound state may exist already: made while the handler ran (see
+        // `CallGuard::run`).
         unsafe { self.state_of(direction) };
         if owns_end {
             self.ctx.flags.fetch_or(flag::OWNS_END, Ordering::Relaxed);
         }
-        // The handle holds one strong count, given back by its `release`; its
-        // pointer comes from `into_raw`, valid for the whole allocation.
-        // SAFETY: `into_raw` never returns null; the context is the first
-        // field of the `repr(C)` `CallCell`.
+        // I2: the handle holds one strong count, given back by its
+        // `release`; its pointer comes from `into_raw`, valid for the whole
+        // cell. I3: the vtable below is this `I`'s, for this direction.
+        // SAFETY: `into_raw` never returns null; I4: the context is the
+        // cell's first field, at the same address.
         let cell = unsafe { NonNull::new_unchecked(Arc::into_raw(self.clone()) as *mut CallContext) };
         let vtable = match direction {
             Direction::Inbound => NonNull::from(&VTableOf::<I, false, M>::VTABLE),
@@ -122,11 +122,12 @@ impl<I: Interceptor> CallCell<I> {
     /// yet.
     ///
     /// # Safety
-    /// Only by the direction's one owner (its handle, or the `CallGuard`
-    /// before the handle exists), and not twice at once.
+    /// Only by the direction's owner (I1), and the `&mut` returned is gone
+    /// before the owner asks again.
     #[allow(clippy::mut_from_ref)]
     pub(super) unsafe fn state_of(&self, direction: Direction) -> &mut Option<I::Stream> {
-        // SAFETY: the caller's promise.
+        // SAFETY: I1: the caller owns the direction, so nothing else reads
+        // or writes its state while this `&mut` lives.
         let state = unsafe { &mut *self.direction_state(direction).0.get() };
         if state.is_none() {
             *state = Some(self.method().interceptors.on_stream(&self.call_state, &self.ctx, direction));

@@ -21,7 +21,8 @@ pub(super) struct DirectionView<I: Interceptor, const OUT: bool>(CallCell<I>);
 ///
 /// # Safety
 /// Every method with `unsafe` touches the direction's state: only the
-/// direction's one `DirectionHandle` calls them, through `&mut self`.
+/// direction's one `DirectionHandle` calls them, through `&mut self` (I1),
+/// with its own pointer as `cell_ptr` (I2).
 pub(super) trait ErasedDirection<M> {
     /// `cell_ptr`: the handle's pointer to the cell, for the call's waker.
     unsafe fn poll_message(&self, cell_ptr: *const (), cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>>;
@@ -40,10 +41,13 @@ impl<I: Interceptor, const OUT: bool> DirectionView<I, OUT> {
     /// This direction's state.
     ///
     /// # Safety
-    /// Only through this direction's `DirectionHandle`, and not twice at once.
+    /// Only by the direction's owner (I1), and the `&mut` returned is gone
+    /// before the owner asks again.
     #[allow(clippy::mut_from_ref)]
     #[inline]
     unsafe fn state(&self) -> &mut Option<I::Stream> {
+        // SAFETY: I1: the caller owns the direction, so nothing else reads
+        // or writes its state while this `&mut` lives.
         unsafe { &mut *self.0.direction_state(Self::DIRECTION).0.get() }
     }
 
@@ -92,7 +96,8 @@ impl<I: Interceptor, const OUT: bool> DirectionView<I, OUT> {
         let cell = &self.0;
         cell.ctx.flags.fetch_and(!Self::INTERRUPT, Ordering::AcqRel);
         let Some(stream) = state.as_mut() else { return Poll::Ready(self.close(state, self.ended_status())) };
-        // SAFETY: `cell_ptr` is this direction's handle's pointer.
+        // SAFETY: I2: `cell_ptr` is this direction's handle's pointer (or,
+        // from `CallGuard::poll_timers`, the pointer of the guard's `Arc`).
         let waker = unsafe { CallCell::<I>::call_waker(cell_ptr) };
         let mut cx = Context::from_waker(&waker);
         match cell.method().interceptors.poll_interrupt(&cell.call_state, stream, &cell.ctx, &mut cx) {
@@ -120,7 +125,7 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedDirecti
     unsafe fn poll_message(&self, cell_ptr: *const (), cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
         let cell = &self.0;
         let ctx = &cell.ctx;
-        // SAFETY: the caller's promise.
+        // SAFETY: I1: the caller is the direction's one handle, `&mut`.
         let state = unsafe { self.state() };
         if ctx.flags.load(Ordering::Relaxed) & (flag::TERMINATED | Self::INTERRUPT) != 0 {
             if let Some(status) = self.attend(cell_ptr, state) {
@@ -151,7 +156,7 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedDirecti
 
     unsafe fn poll_interrupt(&self, cell_ptr: *const (), cx: &mut Context<'_>) -> Poll<Status> {
         let ctx = &self.0.ctx;
-        // SAFETY: the caller's promise.
+        // SAFETY: I1: the caller is the direction's one handle, `&mut`.
         let state = unsafe { self.state() };
         // Registered first, so that an end or a timer from now on wakes it.
         ctx.register(Self::DIRECTION, cx.waker());
@@ -162,7 +167,7 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedDirecti
     }
 
     unsafe fn end(&self, result: Result<(), Status>) -> Option<Status> {
-        // SAFETY: the caller's promise.
+        // SAFETY: I1: the caller is the direction's one handle, `&mut`.
         *unsafe { self.state() } = None;
         let ctx = &self.0.ctx;
         let flags = ctx.flags.fetch_or(flag::done(Self::DIRECTION), Ordering::Relaxed);
@@ -177,7 +182,7 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedDirecti
     }
 
     unsafe fn release(&self) {
-        // SAFETY: the caller's promise.
+        // SAFETY: I1: the caller is the direction's one handle, `&mut`.
         *unsafe { self.state() } = None;
         let flags = self.0.ctx.flags.fetch_or(flag::done(Self::DIRECTION), Ordering::Relaxed);
         if OUT && flags & flag::OWNS_END != 0 && flags & flag::DONE_OUT == 0 {

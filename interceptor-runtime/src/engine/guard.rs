@@ -99,8 +99,8 @@ impl<I: Interceptor> CallGuard<I> {
         // `CallCell::handle`'s promise whatever calls it.
         assert!(!self.inbound_handed_out, "interceptor-runtime: the inbound stream of a call was taken twice");
         self.inbound_handed_out = true;
-        // SAFETY: the first and only inbound handle of this call (above); the
-        // outbound one is made only by `finish_*`, which consume `self`.
+        // SAFETY: I1: the guard owns the inbound direction until now, and
+        // hands it out once (above).
         unsafe { self.cell.handle(Direction::Inbound, false) }
     }
 
@@ -137,7 +137,8 @@ impl<I: Interceptor> CallGuard<I> {
         match result {
             Ok(response) => {
                 self.armed = false;
-                // SAFETY: the only outbound handle: `self` is consumed.
+                // SAFETY: I1: the guard owns the outbound direction, and hands
+                // it out once: `self` is consumed.
                 let handle = unsafe { self.cell.handle(Direction::Outbound, true) };
                 Ok(response.map(|inner| X::wrap(inner, handle)))
             }
@@ -154,7 +155,8 @@ impl<I: Interceptor> CallGuard<I> {
             Ok(response) => response,
             Err(status) => return Err(self.end(Err(status)).unwrap_err()),
         };
-        // SAFETY: the only outbound handle: `self` is consumed.
+        // SAFETY: I1: the guard owns the outbound direction, and hands it out
+        // once: `self` is consumed. The handle is dropped before `end`.
         let mut handle = unsafe { self.cell.handle::<T>(Direction::Outbound, false) };
         let passed = poll_fn(|cx| handle.poll_message(cx, response.get_ref())).await;
         drop(handle);
@@ -163,8 +165,9 @@ impl<I: Interceptor> CallGuard<I> {
 
     fn end(&mut self, result: Result<(), Status>) -> Result<(), Status> {
         self.armed = false;
-        // SAFETY: as in `poll_timers`: no outbound handle exists, and `&mut self`.
         // The state `run` made for the response goes with the call.
+        // SAFETY: I1: the guard owns the outbound direction: no outbound
+        // handle exists (or it was dropped, in `finish_unary`), and `&mut self`.
         *unsafe { &mut *self.cell.outbound.0.get() } = None;
         self.cell.finalize(result)
     }
@@ -191,13 +194,14 @@ impl<I: Interceptor> CallGuard<I> {
         if flags & flag::INTERRUPT_OUT == 0 || flags & flag::DONE_OUT != 0 {
             return Poll::Pending;
         }
-        // SAFETY: the outbound state is touched by the outbound handle alone,
-        // which `finish_*` make, taking `self`: it does not exist yet, and
+        // SAFETY: I1: the guard owns the outbound direction while the handler
+        // runs (the handle is made by `finish_*`, which take `self`), and
         // `&mut self` excludes every other use.
         let state = unsafe { cell.state_of(Direction::Outbound) };
         let cell_ptr = Arc::as_ptr(&self.cell) as *const ();
-        // SAFETY: `DirectionView` is a `repr(transparent)` view of the cell;
-        // `cell_ptr` comes from the `Arc` this guard holds for as long as `self`.
+        // SAFETY: I4: `DirectionView` is a `repr(transparent)` view of the
+        // cell; `cell_ptr` comes from the `Arc` this guard holds for as long
+        // as `self`.
         let view = unsafe { &*(cell_ptr as *const DirectionView<I, true>) };
         view.interrupt(cell_ptr, state)
     }

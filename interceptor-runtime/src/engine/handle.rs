@@ -28,10 +28,11 @@ pub struct DirectionHandle<M> {
     pub(super) vtable: NonNull<DirectionVTable<M>>,
 }
 
-// SAFETY: the cell is `Send + Sync` (see `CallCell`), and the
+// SAFETY: I7: the cell is `Send + Sync` (see `CallCell`), and the
 // direction's state it reaches is touched only through this one handle, by
-// `&mut self`; `&DirectionHandle` only reads the context, which is `Sync`.
+// `&mut self` (I1).
 unsafe impl<M> Send for DirectionHandle<M> {}
+// SAFETY: I7: `&DirectionHandle` only reads the context, which is `Sync`.
 unsafe impl<M> Sync for DirectionHandle<M> {}
 
 pub(super) struct DirectionVTable<M> {
@@ -52,22 +53,30 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> VTableOf<I, O
         release: Self::release,
     };
 
-    /// # Safety (all four)
-    /// `cell` is the pointer of a `DirectionHandle` made by `CallCell::<I>::handle` for
-    /// direction `OUT`, used by that handle alone.
+    /// # Safety (all five)
+    /// `cell` is the pointer of a `DirectionHandle` made by
+    /// `CallCell::<I>::handle` for direction `OUT` (I3), and that handle is
+    /// the caller, through `&mut self` (I1).
     unsafe fn view<'a>(cell: *const ()) -> &'a DirectionView<I, OUT> {
+        // SAFETY: I2: the handle's count keeps the `CallCell<I>` alive (I3:
+        // this `I`); I4: `DirectionView<I, OUT>` is a transparent view of it.
         unsafe { &*(cell as *const DirectionView<I, OUT>) }
     }
     unsafe fn poll_message(cell: *const (), cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
+        // SAFETY: I1, I3: the caller's promise, passed on.
         unsafe { ErasedDirection::<M>::poll_message(Self::view(cell), cell, cx, msg) }
     }
     unsafe fn poll_interrupt(cell: *const (), cx: &mut Context<'_>) -> Poll<Status> {
+        // SAFETY: I1, I3: the caller's promise, passed on.
         unsafe { ErasedDirection::<M>::poll_interrupt(Self::view(cell), cell, cx) }
     }
     unsafe fn end(cell: *const (), result: Result<(), Status>) -> Option<Status> {
+        // SAFETY: I1, I3: the caller's promise, passed on.
         unsafe { ErasedDirection::<M>::end(Self::view(cell), result) }
     }
     unsafe fn release(cell: *const ()) {
+        // SAFETY: I1, I3: the caller's promise, passed on; I2: this is the
+        // handle's last use, and the strong count it owns goes back, once.
         unsafe {
             ErasedDirection::<M>::release(Self::view(cell));
             drop(Arc::from_raw(cell as *const CallCell<I>));
@@ -78,14 +87,15 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> VTableOf<I, O
 impl<M> DirectionHandle<M> {
     #[inline]
     fn vtable(&self) -> &DirectionVTable<M> {
-        // SAFETY: a `'static` constant.
+        // SAFETY: I3: a `'static` constant.
         unsafe { self.vtable.as_ref() }
     }
 
     /// The call's context.
     #[inline]
     pub(crate) fn context(&self) -> &CallContext {
-        // SAFETY: the handle's strong count keeps the cell alive.
+        // SAFETY: I2: the handle's strong count keeps the cell alive; I4: the
+        // context is at the cell's address.
         unsafe { self.cell.as_ref() }
     }
 
@@ -99,26 +109,30 @@ impl<M> DirectionHandle<M> {
     /// is the direction's last item (so are `poll_interrupt`'s and `end`'s).
     #[inline]
     pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
-        // SAFETY (all four): `self` is this direction's only handle, and `&mut`.
+        // SAFETY: I1, I3: `self` is this direction's one handle, borrowed
+        // `&mut`, and its pointer and vtable were made together.
         unsafe { (self.vtable().poll_message)(self.cell.as_ptr() as *const (), cx, msg) }
     }
 
     /// Polled while the direction waits: the call was ended by the other
     /// direction, or one of the interceptors' timers fired.
     pub(crate) fn poll_interrupt(&mut self, cx: &mut Context<'_>) -> Poll<Status> {
+        // SAFETY: I1, I3, as in `poll_message`.
         unsafe { (self.vtable().poll_interrupt)(self.cell.as_ptr() as *const (), cx) }
     }
 
     /// The direction ended with `result`; for the outbound direction this ends
     /// the call. Returns the error the stream should yield last, if any.
     pub(crate) fn end(&mut self, result: Result<(), Status>) -> Option<Status> {
+        // SAFETY: I1, I3, as in `poll_message`.
         unsafe { (self.vtable().end)(self.cell.as_ptr() as *const (), result) }
     }
 }
 
 impl<M> Drop for DirectionHandle<M> {
     fn drop(&mut self) {
-        // SAFETY: as above; this is the handle's last use.
+        // SAFETY: I1, I3, as in `poll_message`; I2: this is the handle's last
+        // use, which gives its strong count back.
         unsafe { (self.vtable().release)(self.cell.as_ptr() as *const ()) }
     }
 }

@@ -29,6 +29,51 @@
 //! - **guard**: the [`CallGuard`], the handler's side of the call, which the
 //!   expansion drives; dropped early, it ends the call.
 //!
+//! # Unsafe: the invariants
+//! The crate's `unsafe` is all here, and rests on the invariants below; the
+//! `// SAFETY:` comment of every `unsafe` block and `unsafe impl` names the
+//! ones it relies on. (Lints enforce the comments and `unsafe` blocks in
+//! `unsafe fn`s: see the workspace's Cargo.toml.)
+//!
+//! - **I1 One owner per direction.** A direction's state (the `UnsafeCell`
+//!   of its `DirectionState`) has one owner at a time, and only the owner
+//!   reads or writes it: the `CallGuard`, through `&mut self` (the outbound
+//!   state while the handler runs, say), except while the direction's
+//!   `DirectionHandle` exists; that handle, through `&mut self`. The guard
+//!   hands out at most one handle per direction: the inbound one once
+//!   (checked), the outbound one by `finish_*`, which consume the guard. No
+//!   hook can reach back into a direction while its state is borrowed (hooks
+//!   get the state itself, and wakers only schedule). So a `&mut` made from
+//!   the `UnsafeCell` never aliases.
+//! - **I2 A handle owns a strong count of its cell.** A `DirectionHandle`'s
+//!   pointer is `Arc::into_raw` of the call's `Arc<CallCell<I>>`, with the
+//!   count that came with it: the cell outlives the handle, and the pointer
+//!   may be read as the whole cell. The handle's `Drop` gives the count back
+//!   (`release`), once.
+//! - **I3 A handle's vtable is its cell's.** `CallCell::<I>::handle` alone
+//!   makes handles: it pairs the pointer to a `CallCell<I>` with
+//!   `VTableOf::<I, OUT, M>`'s `'static` vtable for the direction handed out
+//!   (`OUT`: outbound), so the vtable's functions read the pointer as the
+//!   `I` and direction it was made for.
+//! - **I4 Layouts.** `CallCell` is `repr(C)` with the `CallContext` first,
+//!   so a pointer to the cell is a pointer to its context;
+//!   `DirectionView<I, OUT>` is `repr(transparent)` over `CallCell<I>`;
+//!   `Method` is `repr(C)` with its `MethodInfo` first.
+//! - **I5 A method lives for the process.** A `Method<I>` is leaked, in its
+//!   `Slot` or the by-type map, and never freed. A call's context keeps the
+//!   `info` of the `Method<I>` that started it (`Method::start`), so the
+//!   cell finds that method from its context.
+//! - **I6 The call's waker holds a weak count.** A waker made by
+//!   `call_waker` has for data `Weak::into_raw` of a `Weak<CallCell<I>>`
+//!   and for vtable the functions of the same `I`; each such waker owns one
+//!   weak count: `clone` adds one, `wake` and `drop` give theirs back.
+//! - **I7 Threads: as the interceptor allows.** `Interceptor` requires
+//!   `I: Send + Sync`, `I::Call: Send + Sync` and `I::Stream: Send`. So a
+//!   `CallCell<I>` may be sent and shared between threads, but for the
+//!   direction states' `UnsafeCell`s, which I1 makes behave like a mutex's
+//!   contents: shared when the state is `Send`. A `DirectionHandle` reaches
+//!   the cell and its own direction's state only.
+//!
 //! # Modules
 //! - [`method`]: the method, built once per handler.
 //! - [`context`], [`counters`], [`flag`], [`outcome`]: the call as the

@@ -17,13 +17,16 @@ impl<I: Interceptor> CallCell<I> {
     /// in the call's own state does not keep the call alive.
     ///
     /// # Safety
-    /// `cell_ptr` is a handle's pointer to the cell (from `Arc::into_raw`), still holding its count.
+    /// `cell_ptr` points to this `CallCell<I>` in a live `Arc` (I2: a
+    /// handle's pointer, holding its count).
     pub(super) unsafe fn call_waker(cell_ptr: *const ()) -> Waker {
-        // SAFETY: the caller's promise; `ManuallyDrop` leaves the count as it is.
+        // SAFETY: I2: the caller's promise; `ManuallyDrop` leaves the count
+        // as it is.
         let arc = ManuallyDrop::new(unsafe { Arc::from_raw(cell_ptr as *const Self) });
         let weak = Weak::into_raw(Arc::downgrade(&arc));
-        // SAFETY: the vtable's functions treat the pointer as the `Weak`
-        // it is.
+        // SAFETY: I6: the data is a `Weak<CallCell<I>>` with its weak count,
+        // and the vtable is this `I`'s; I7: that `Weak` may be sent and
+        // shared between threads, as a `Waker` is.
         unsafe { Waker::from_raw(RawWaker::new(weak as *const (), waker_vtable::<I>())) }
     }
 }
@@ -33,13 +36,15 @@ fn waker_vtable<I: Interceptor>() -> &'static RawWakerVTable {
 }
 
 unsafe fn clone_waker<I: Interceptor>(ptr: *const ()) -> RawWaker {
-    // SAFETY: `ptr` is a `Weak<CallCell<I>>` made by `call_waker`.
+    // SAFETY: I6: `ptr` is a `Weak<CallCell<I>>` owning a weak count, made
+    // by `call_waker` or here; `ManuallyDrop` leaves that count as it is.
     let weak = ManuallyDrop::new(unsafe { Weak::from_raw(ptr as *const CallCell<I>) });
     RawWaker::new(Weak::into_raw(Weak::clone(&weak)) as *const (), waker_vtable::<I>())
 }
 
 unsafe fn wake_waker<I: Interceptor>(ptr: *const ()) {
-    // SAFETY: as in `clone_waker`; this consumes the waker's `Weak`.
+    // SAFETY: I6: as in `clone_waker`; `wake` consumes the waker, so its
+    // weak count goes back after the wake.
     unsafe {
         wake_waker_by_ref::<I>(ptr);
         drop_waker::<I>(ptr);
@@ -47,7 +52,7 @@ unsafe fn wake_waker<I: Interceptor>(ptr: *const ()) {
 }
 
 unsafe fn wake_waker_by_ref<I: Interceptor>(ptr: *const ()) {
-    // SAFETY: as in `clone_waker`.
+    // SAFETY: I6: as in `clone_waker`.
     let weak = ManuallyDrop::new(unsafe { Weak::from_raw(ptr as *const CallCell<I>) });
     if let Some(call) = weak.upgrade() {
         call.ctx.interrupt();
@@ -55,6 +60,7 @@ unsafe fn wake_waker_by_ref<I: Interceptor>(ptr: *const ()) {
 }
 
 unsafe fn drop_waker<I: Interceptor>(ptr: *const ()) {
-    // SAFETY: as in `clone_waker`; this drops the waker's `Weak`.
+    // SAFETY: I6: as in `clone_waker`; the waker is dropped, and its weak
+    // count goes back.
     drop(unsafe { Weak::from_raw(ptr as *const CallCell<I>) });
 }
