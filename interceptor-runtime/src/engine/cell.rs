@@ -4,6 +4,7 @@
 
 use std::{
     cell::UnsafeCell,
+    marker::PhantomData,
     ptr::NonNull,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -112,10 +113,10 @@ impl<I: Interceptor> CallCell<I> {
         // cell's first field, at the same address.
         let cell = unsafe { NonNull::new_unchecked(Arc::into_raw(self.clone()) as *mut CallContext) };
         let vtable = match direction {
-            Direction::Inbound => NonNull::from(&VTableOf::<I, false, M>::VTABLE),
-            Direction::Outbound => NonNull::from(&VTableOf::<I, true, M>::VTABLE),
+            Direction::Inbound => VTableOf::<I, false, M>::VTABLE,
+            Direction::Outbound => VTableOf::<I, true, M>::VTABLE,
         };
-        DirectionHandle { cell, vtable }
+        DirectionHandle { cell, vtable, message: PhantomData }
     }
 
     /// The state of `direction`, made by `on_stream` if it does not exist

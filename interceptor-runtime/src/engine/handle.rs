@@ -19,13 +19,18 @@ use crate::interceptor::{Direction, Interceptor};
 ///
 /// A hand-made trait object: a thin pointer to the call's cell, whose first
 /// field is the [`CallContext`] (so reading the context is one load, with no
-/// offset to compute from a vtable's alignment), and a vtable of the
-/// direction's functions.
+/// offset to compute from a vtable's alignment), and a `'static` vtable of
+/// the direction's functions.
 pub struct DirectionHandle<M> {
     /// The `CallCell<I>` (its context first), holding one strong count of
     /// its `Arc`.
     pub(super) cell: NonNull<CallContext>,
-    pub(super) vtable: NonNull<DirectionVTable<M>>,
+    /// `VTableOf::<I, OUT, M>::VTABLE`. Its type does not name `M`: a
+    /// `&'static` of a type that did would need `M: 'static` on the handle
+    /// and on `Inbound<T>` and `Outbound<S>`, which hold one.
+    pub(super) vtable: &'static DirectionVTable,
+    /// The message type the vtable was made for.
+    pub(super) message: PhantomData<fn(&M)>,
 }
 
 // SAFETY: I7: the cell is `Send + Sync` (see `CallCell`), and the
@@ -35,18 +40,27 @@ unsafe impl<M> Send for DirectionHandle<M> {}
 // SAFETY: I7: `&DirectionHandle` only reads the context, which is `Sync`.
 unsafe impl<M> Sync for DirectionHandle<M> {}
 
-pub(super) struct DirectionVTable<M> {
-    poll_message: unsafe fn(*const (), &mut Context<'_>, &M) -> Poll<Result<(), Status>>,
+/// `poll_message` of a vtable: the handle's pointer, the task's context, and
+/// the message, the handle's `&M` with its type erased.
+type PollMessage = unsafe fn(*const (), &mut Context<'_>, NonNull<()>) -> Poll<Result<(), Status>>;
+
+/// The functions of one `VTableOf`; each takes the handle's pointer.
+pub(super) struct DirectionVTable {
+    poll_message: PollMessage,
     poll_interrupt: unsafe fn(*const (), &mut Context<'_>) -> Poll<Status>,
     end: unsafe fn(*const (), Result<(), Status>) -> Option<Status>,
     /// Releases the direction and the handle's strong count.
     release: unsafe fn(*const ()),
 }
 
+/// The vtable of the direction `OUT` (outbound when true) of a call whose
+/// interceptors are `I`, for messages `M`.
 pub(super) struct VTableOf<I, const OUT: bool, M>(PhantomData<fn() -> (I, M)>);
 
 impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> VTableOf<I, OUT, M> {
-    pub(super) const VTABLE: DirectionVTable<M> = DirectionVTable {
+    /// A reference to a constant, promoted to `'static` by the compiler: one
+    /// vtable per `I`, `OUT` and `M`, in read-only memory, never freed.
+    pub(super) const VTABLE: &'static DirectionVTable = &DirectionVTable {
         poll_message: Self::poll_message,
         poll_interrupt: Self::poll_interrupt,
         end: Self::end,
@@ -54,7 +68,7 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> VTableOf<I, O
     };
 
     /// # Safety (all five)
-    /// `cell` is the pointer of a `DirectionHandle` made by
+    /// `cell` is the pointer of a `DirectionHandle<M>` made by
     /// `CallCell::<I>::handle` for direction `OUT` (I3), and that handle is
     /// the caller, through `&mut self` (I1).
     unsafe fn view<'a>(cell: *const ()) -> &'a DirectionView<I, OUT> {
@@ -62,9 +76,10 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> VTableOf<I, O
         // this `I`); I4: `DirectionView<I, OUT>` is a transparent view of it.
         unsafe { &*(cell as *const DirectionView<I, OUT>) }
     }
-    unsafe fn poll_message(cell: *const (), cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
-        // SAFETY: I1, I3: the caller's promise, passed on.
-        unsafe { ErasedDirection::<M>::poll_message(Self::view(cell), cell, cx, msg) }
+    unsafe fn poll_message(cell: *const (), cx: &mut Context<'_>, msg: NonNull<()>) -> Poll<Result<(), Status>> {
+        // SAFETY: I1, I3: the caller's promise, passed on; I3: `msg` is the
+        // `&M` the handle was given, borrowed for this call.
+        unsafe { ErasedDirection::<M>::poll_message(Self::view(cell), cell, cx, msg.cast::<M>().as_ref()) }
     }
     unsafe fn poll_interrupt(cell: *const (), cx: &mut Context<'_>) -> Poll<Status> {
         // SAFETY: I1, I3: the caller's promise, passed on.
@@ -85,12 +100,6 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> VTableOf<I, O
 }
 
 impl<M> DirectionHandle<M> {
-    #[inline]
-    fn vtable(&self) -> &DirectionVTable<M> {
-        // SAFETY: I3: a `'static` constant.
-        unsafe { self.vtable.as_ref() }
-    }
-
     /// The call's context.
     #[inline]
     pub(crate) fn context(&self) -> &CallContext {
@@ -110,22 +119,22 @@ impl<M> DirectionHandle<M> {
     #[inline]
     pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
         // SAFETY: I1, I3: `self` is this direction's one handle, borrowed
-        // `&mut`, and its pointer and vtable were made together.
-        unsafe { (self.vtable().poll_message)(self.cell.as_ptr() as *const (), cx, msg) }
+        // `&mut`, and its pointer and vtable were made together, for `M`.
+        unsafe { (self.vtable.poll_message)(self.cell.as_ptr() as *const (), cx, NonNull::from(msg).cast()) }
     }
 
     /// Polled while the direction waits: the call was ended by the other
     /// direction, or one of the interceptors' timers fired.
     pub(crate) fn poll_interrupt(&mut self, cx: &mut Context<'_>) -> Poll<Status> {
         // SAFETY: I1, I3, as in `poll_message`.
-        unsafe { (self.vtable().poll_interrupt)(self.cell.as_ptr() as *const (), cx) }
+        unsafe { (self.vtable.poll_interrupt)(self.cell.as_ptr() as *const (), cx) }
     }
 
     /// The direction ended with `result`; for the outbound direction this ends
     /// the call. Returns the error the stream should yield last, if any.
     pub(crate) fn end(&mut self, result: Result<(), Status>) -> Option<Status> {
         // SAFETY: I1, I3, as in `poll_message`.
-        unsafe { (self.vtable().end)(self.cell.as_ptr() as *const (), result) }
+        unsafe { (self.vtable.end)(self.cell.as_ptr() as *const (), result) }
     }
 }
 
@@ -133,6 +142,6 @@ impl<M> Drop for DirectionHandle<M> {
     fn drop(&mut self) {
         // SAFETY: I1, I3, as in `poll_message`; I2: this is the handle's last
         // use, which gives its strong count back.
-        unsafe { (self.vtable().release)(self.cell.as_ptr() as *const ()) }
+        unsafe { (self.vtable.release)(self.cell.as_ptr() as *const ()) }
     }
 }

@@ -52,9 +52,10 @@
 //!   (`release`), once.
 //! - **I3 A handle's vtable is its cell's.** `CallCell::<I>::handle` alone
 //!   makes handles: it pairs the pointer to a `CallCell<I>` with
-//!   `VTableOf::<I, OUT, M>`'s `'static` vtable for the direction handed out
-//!   (`OUT`: outbound), so the vtable's functions read the pointer as the
-//!   `I` and direction it was made for.
+//!   `VTableOf::<I, OUT, M>::VTABLE` (a `&'static` to a promoted constant)
+//!   for the direction handed out (`OUT`: outbound) and the handle's message
+//!   type `M`. So the vtable's functions read the pointer as the `I` and
+//!   direction it was made for, and the type-erased message as an `&M`.
 //! - **I4 Layouts.** `CallCell` is `repr(C)` with the `CallContext` first,
 //!   so a pointer to the cell is a pointer to its context;
 //!   `DirectionView<I, OUT>` is `repr(transparent)` over `CallCell<I>`;
