@@ -350,7 +350,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::engine::{MethodInfo, RpcKind};
+    use crate::engine::{ErasedMethod, MethodInfo, RpcKind, Slot};
 
     /// Logs every hook as `name:hook`; `pending` makes its message hook wait
     /// once, `reject_start` makes `on_start` fail.
@@ -405,8 +405,9 @@ mod tests {
     }
 
     fn ctx() -> CallContext {
-        let info = Box::leak(Box::new(MethodInfo::new("test.Svc", "M", RpcKind::Bidi)));
-        CallContext::new(info, None)
+        let slot = Box::leak(Box::new(Slot::new()));
+        let method = slot.get_or_init(|| MethodInfo::new("test.Svc", "M", RpcKind::Bidi), || ());
+        CallContext::new(ErasedMethod::new(method), None)
     }
 
     #[test]

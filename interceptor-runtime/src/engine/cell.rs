@@ -14,7 +14,7 @@ use std::{
 
 use tonic::Status;
 
-use super::{flag, gone, CallContext, DirectionHandle, HasContext, Method, MethodInfo, VTableOf};
+use super::{flag, gone, CallContext, DirectionHandle, HasContext, Method, VTableOf};
 use crate::interceptor::{Direction, Interceptor};
 
 /// Calls whose cell is alive; see [`crate::stats::live_calls`].
@@ -66,10 +66,9 @@ impl<I: Interceptor> CallCell<I> {
     /// The method's interceptors.
     #[inline]
     pub(super) fn method(&self) -> &'static Method<I> {
-        // SAFETY: I5, I4: `Method::start` made the context with `&self.info`
-        // of the `Method<I>` that made this call, which lives for the
-        // process, and `info` is its first field: the same address.
-        unsafe { &*(self.ctx.method as *const MethodInfo as *const Method<I>) }
+        // SAFETY: I5: `Method::start` made the context from the whole
+        // `&'static Method<I>` that started this call, this cell's `I`.
+        unsafe { self.ctx.method.method::<I>() }
     }
 
     /// Ends the call; the first caller wins. An interceptor's terminal status

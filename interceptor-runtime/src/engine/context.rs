@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
-use super::{flag, CallStats, Counters, MethodInfo, Outcome};
+use super::{flag, CallStats, Counters, ErasedMethod, MethodInfo, Outcome};
 use crate::interceptor::Direction;
 
 /// An `Instant` as signed nanoseconds from a process-wide origin: 8 bytes,
@@ -68,7 +68,8 @@ impl Started {
 pub struct CallContext {
     recv: Counters,
     pub(crate) flags: AtomicU8,
-    pub(crate) method: &'static MethodInfo,
+    /// The `Method<I>` that started the call (I5).
+    pub(super) method: ErasedMethod,
     peer: Option<SocketAddr>,
     /// An `Instant` in 8 bytes (see [`Started`]).
     started: Started,
@@ -91,7 +92,7 @@ struct Cold {
 impl fmt::Debug for CallContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallContext")
-            .field("method", &self.method.full_name)
+            .field("method", &self.method().full_name)
             .field("peer", &self.peer)
             .field("stats", &self.stats())
             .field("outcome", &self.outcome())
@@ -100,7 +101,7 @@ impl fmt::Debug for CallContext {
 }
 
 impl CallContext {
-    pub(crate) fn new(method: &'static MethodInfo, peer: Option<SocketAddr>) -> Self {
+    pub(crate) fn new(method: ErasedMethod, peer: Option<SocketAddr>) -> Self {
         CallContext {
             recv: Counters::default(),
             // Each direction polls the interceptors' timers once when it starts.
@@ -122,7 +123,7 @@ impl CallContext {
 
     /// The method.
     pub fn method(&self) -> &'static MethodInfo {
-        self.method
+        self.method.info()
     }
 
     /// The client's address, when the transport knows it.

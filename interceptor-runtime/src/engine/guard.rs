@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{
     cell::{DirectionState, LIVE_CALLS},
-    flag, gone, CallCell, CallContext, CallExtension, CallRef, DirectionHandle, DirectionView, Method,
+    flag, gone, CallCell, CallContext, CallExtension, CallRef, DirectionHandle, DirectionView, ErasedMethod, Method,
 };
 use crate::{
     interceptor::{Direction, Interceptor},
@@ -37,7 +37,7 @@ impl<I: Interceptor> Method<I> {
     /// Runs the `on_start` hooks. The request gets the call's
     /// [`CallContext`] in its extensions.
     pub fn start<T>(&'static self, request: &mut Request<T>) -> Result<CallGuard<I>, Status> {
-        let ctx = CallContext::new(&self.info, request.remote_addr());
+        let ctx = CallContext::new(ErasedMethod::new(self), request.remote_addr());
         match self.interceptors.on_start(&ctx, request.metadata()) {
             Ok(call_state) => {
                 let cell = Arc::new(CallCell {

@@ -5,6 +5,7 @@
 use std::{
     any::{Any, TypeId},
     collections::HashMap,
+    ptr::NonNull,
     sync::{Mutex, OnceLock},
 };
 
@@ -126,5 +127,44 @@ impl<I: Interceptor> Method<I> {
     /// The method's description.
     pub fn info(&self) -> &MethodInfo {
         &self.info
+    }
+}
+
+/// A `&'static Method<I>` with its `I` forgotten: what a call's context
+/// keeps (I5). It is made from the whole method, so it reads back as the
+/// method's `MethodInfo` (at the method's address, I4) and, knowing `I`, as
+/// the `Method<I>` itself: never by widening a pointer to the `info` field.
+#[derive(Clone, Copy)]
+pub(crate) struct ErasedMethod(NonNull<MethodInfo>);
+
+// SAFETY: I5, I7: it stands for a `&'static Method<I>`, which may be sent
+// between threads (`Method<I>` is `Sync`: `MethodInfo` is, and
+// `Interceptor` requires `I: Sync`).
+unsafe impl Send for ErasedMethod {}
+// SAFETY: I5, I7: as for `Send`: a `&'static Method<I>` may be shared.
+unsafe impl Sync for ErasedMethod {}
+
+impl ErasedMethod {
+    pub(crate) fn new<I: Interceptor>(method: &'static Method<I>) -> Self {
+        ErasedMethod(NonNull::from(method).cast())
+    }
+
+    /// The method's description.
+    #[inline]
+    pub(crate) fn info(self) -> &'static MethodInfo {
+        // SAFETY: I5: the pointer is a `&'static Method<I>`'s, never freed;
+        // I4: its `MethodInfo` is at its address.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// The method itself.
+    ///
+    /// # Safety
+    /// `self` was made from a `Method<I>` of this `I` (I5).
+    #[inline]
+    pub(crate) unsafe fn method<I>(self) -> &'static Method<I> {
+        // SAFETY: I5: the caller's promise: the pointer is a whole
+        // `&'static Method<I>`'s, cast back to what it was.
+        unsafe { self.0.cast::<Method<I>>().as_ref() }
     }
 }

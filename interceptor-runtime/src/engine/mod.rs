@@ -61,9 +61,12 @@
 //!   `DirectionView<I, OUT>` is `repr(transparent)` over `CallCell<I>`;
 //!   `Method` is `repr(C)` with its `MethodInfo` first.
 //! - **I5 A method lives for the process.** A `Method<I>` is leaked, in its
-//!   `Slot` or the by-type map, and never freed. A call's context keeps the
-//!   `info` of the `Method<I>` that started it (`Method::start`), so the
-//!   cell finds that method from its context.
+//!   `Slot` or the by-type map, and never freed. A call's context keeps an
+//!   `ErasedMethod` made from the whole `&'static Method<I>` that started it
+//!   (`Method::start`): it reads back as the method's `MethodInfo` (I4) and,
+//!   in that call's cell, which knows `I`, as the `Method<I>`. Never by
+//!   widening a reference to the `info` field, which only covers the
+//!   `MethodInfo` (Stacked Borrows).
 //! - **I6 The call's waker holds a weak count.** A waker made by
 //!   `call_waker` has for data `Weak::into_raw` of a `Weak<CallCell<I>>`
 //!   and for vtable the functions of the same `I`; each such waker owns one
@@ -111,6 +114,7 @@ use direction::{DirectionView, ErasedDirection};
 pub use guard::{CallGuard, Run};
 pub use handle::DirectionHandle;
 use handle::VTableOf;
+pub(crate) use method::ErasedMethod;
 pub use method::{type_name_of, Method, MethodInfo, RpcKind, Slot};
 use outcome::gone;
 pub use outcome::Outcome;
