@@ -5,7 +5,6 @@
 use std::{
     cell::UnsafeCell,
     marker::PhantomData,
-    ptr::NonNull,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -14,7 +13,7 @@ use std::{
 
 use tonic::Status;
 
-use super::{flag, gone, CallContext, DirectionHandle, HasContext, Method, VTableOf};
+use super::{flag, gone, CallContext, CellPtr, DirectionHandle, HasContext, Method, VTableOf};
 use crate::interceptor::{Direction, Interceptor};
 
 /// Calls whose cell is alive; see [`crate::stats::live_calls`].
@@ -39,16 +38,16 @@ pub(super) struct CallCell<I: Interceptor> {
     pub(super) inbound: DirectionState<I::Stream>,
 }
 
-// SAFETY: I1, I7. The only field that is not `Sync` by itself is each
-// `DirectionState`'s `UnsafeCell`, which only that direction's one owner
-// reads or writes; the owner may move to another thread, hence
-// `I::Stream: Send`, which `Interceptor` requires.
-unsafe impl<I: Interceptor> Sync for CallCell<I> {}
-
 /// The interceptors' state of one direction of one call; dropped as soon as
 /// the direction ends, so that nothing it holds (a waiter in a shared
 /// limiter, say) outlives the stream's end.
 pub(super) struct DirectionState<S>(pub(super) UnsafeCell<Option<S>>);
+
+// SAFETY: I1, I7: only the direction's one owner reads or writes the state,
+// one at a time, as if it held a mutex's lock; the owner may be on any
+// thread, hence `S: Send` (`Interceptor` requires it of `I::Stream`). With
+// this, a `CallCell<I>` is `Sync` by its fields.
+unsafe impl<S: Send> Sync for DirectionState<S> {}
 
 impl<S> DirectionState<S> {
     pub(super) fn new() -> Self {
@@ -106,11 +105,8 @@ impl<I: Interceptor> CallCell<I> {
             self.ctx.flags.fetch_or(flag::OWNS_END, Ordering::Relaxed);
         }
         // I2: the handle holds one strong count, given back by its
-        // `release`; its pointer comes from `into_raw`, valid for the whole
-        // cell. I3: the vtable below is this `I`'s, for this direction.
-        // SAFETY: `into_raw` never returns null; I4: the context is the
-        // cell's first field, at the same address.
-        let cell = unsafe { NonNull::new_unchecked(Arc::into_raw(self.clone()) as *mut CallContext) };
+        // `release`. I3: the vtable below is this `I`'s, for this direction.
+        let cell = CellPtr::new(self.clone());
         let vtable = match direction {
             Direction::Inbound => VTableOf::<I, false, M>::VTABLE,
             Direction::Outbound => VTableOf::<I, true, M>::VTABLE,

@@ -22,9 +22,7 @@ use crate::interceptor::{Direction, Interceptor};
 /// offset to compute from a vtable's alignment), and a `'static` vtable of
 /// the direction's functions.
 pub struct DirectionHandle<M> {
-    /// The `CallCell<I>` (its context first), holding one strong count of
-    /// its `Arc`.
-    pub(super) cell: NonNull<CallContext>,
+    pub(super) cell: CellPtr,
     /// `VTableOf::<I, OUT, M>::VTABLE`. Its type does not name `M`: a
     /// `&'static` of a type that did would need `M: 'static` on the handle
     /// and on `Inbound<T>` and `Outbound<S>`, which hold one.
@@ -33,12 +31,47 @@ pub struct DirectionHandle<M> {
     pub(super) message: PhantomData<fn(&M)>,
 }
 
-// SAFETY: I7: the cell is `Send + Sync` (see `CallCell`), and the
-// direction's state it reaches is touched only through this one handle, by
-// `&mut self` (I1).
-unsafe impl<M> Send for DirectionHandle<M> {}
-// SAFETY: I7: `&DirectionHandle` only reads the context, which is `Sync`.
-unsafe impl<M> Sync for DirectionHandle<M> {}
+/// A handle's pointer to its cell: `Arc::into_raw` of an `Arc<CallCell<I>>`
+/// with `I` forgotten, owning that strong count (I2), and the context's
+/// address (I4). The handle is `Send` and `Sync` because this is: for
+/// whatever `M`, since the handle holds no message (it lends one to the
+/// hooks for the length of a call).
+pub(super) struct CellPtr(NonNull<CallContext>);
+
+// SAFETY: I7: `new` takes the strong count of an `Arc<CallCell<I>>` whose
+// cell the compiler checked is `Send + Sync`, so that count may move to,
+// and be given back on, another thread, as the `Arc` could; the direction
+// state it reaches goes with its one owner (I1).
+unsafe impl Send for CellPtr {}
+// SAFETY: I7: shared, it gives `&CallContext` alone, of a cell that `new`
+// checked is `Sync`.
+unsafe impl Sync for CellPtr {}
+
+impl CellPtr {
+    /// Takes over `cell`'s strong count (I2).
+    pub(super) fn new<I: Interceptor>(cell: Arc<CallCell<I>>) -> Self
+    where
+        CallCell<I>: Send + Sync,
+    {
+        // SAFETY: `into_raw` never returns null; I4: the context is the
+        // cell's first field, at the same address.
+        CellPtr(unsafe { NonNull::new_unchecked(Arc::into_raw(cell) as *mut CallContext) })
+    }
+
+    /// The pointer, for the vtable's functions.
+    #[inline]
+    fn as_ptr(&self) -> *const () {
+        self.0.as_ptr() as *const ()
+    }
+
+    /// The call's context.
+    #[inline]
+    fn context(&self) -> &CallContext {
+        // SAFETY: I2: the strong count this owns keeps the cell alive; I4:
+        // the context is at the cell's address.
+        unsafe { self.0.as_ref() }
+    }
+}
 
 /// `poll_message` of a vtable: the handle's pointer, the task's context, and
 /// the message, the handle's `&M` with its type erased.
@@ -103,9 +136,7 @@ impl<M> DirectionHandle<M> {
     /// The call's context.
     #[inline]
     pub(crate) fn context(&self) -> &CallContext {
-        // SAFETY: I2: the handle's strong count keeps the cell alive; I4: the
-        // context is at the cell's address.
-        unsafe { self.cell.as_ref() }
+        self.cell.context()
     }
 
     /// The wrapper of `direction` has yielded its last item.
@@ -120,21 +151,21 @@ impl<M> DirectionHandle<M> {
     pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
         // SAFETY: I1, I3: `self` is this direction's one handle, borrowed
         // `&mut`, and its pointer and vtable were made together, for `M`.
-        unsafe { (self.vtable.poll_message)(self.cell.as_ptr() as *const (), cx, NonNull::from(msg).cast()) }
+        unsafe { (self.vtable.poll_message)(self.cell.as_ptr(), cx, NonNull::from(msg).cast()) }
     }
 
     /// Polled while the direction waits: the call was ended by the other
     /// direction, or one of the interceptors' timers fired.
     pub(crate) fn poll_interrupt(&mut self, cx: &mut Context<'_>) -> Poll<Status> {
         // SAFETY: I1, I3, as in `poll_message`.
-        unsafe { (self.vtable.poll_interrupt)(self.cell.as_ptr() as *const (), cx) }
+        unsafe { (self.vtable.poll_interrupt)(self.cell.as_ptr(), cx) }
     }
 
     /// The direction ended with `result`; for the outbound direction this ends
     /// the call. Returns the error the stream should yield last, if any.
     pub(crate) fn end(&mut self, result: Result<(), Status>) -> Option<Status> {
         // SAFETY: I1, I3, as in `poll_message`.
-        unsafe { (self.vtable.end)(self.cell.as_ptr() as *const (), result) }
+        unsafe { (self.vtable.end)(self.cell.as_ptr(), result) }
     }
 }
 
@@ -142,6 +173,6 @@ impl<M> Drop for DirectionHandle<M> {
     fn drop(&mut self) {
         // SAFETY: I1, I3, as in `poll_message`; I2: this is the handle's last
         // use, which gives its strong count back.
-        unsafe { (self.vtable.release)(self.cell.as_ptr() as *const ()) }
+        unsafe { (self.vtable.release)(self.cell.as_ptr()) }
     }
 }

@@ -138,14 +138,16 @@ impl<I: Interceptor> Method<I> {
 pub(crate) struct ErasedMethod(NonNull<MethodInfo>);
 
 // SAFETY: I5, I7: it stands for a `&'static Method<I>`, which may be sent
-// between threads (`Method<I>` is `Sync`: `MethodInfo` is, and
-// `Interceptor` requires `I: Sync`).
+// between threads: `new` requires `Method<I>: Sync`.
 unsafe impl Send for ErasedMethod {}
 // SAFETY: I5, I7: as for `Send`: a `&'static Method<I>` may be shared.
 unsafe impl Sync for ErasedMethod {}
 
 impl ErasedMethod {
-    pub(crate) fn new<I: Interceptor>(method: &'static Method<I>) -> Self {
+    pub(crate) fn new<I: Interceptor>(method: &'static Method<I>) -> Self
+    where
+        Method<I>: Sync,
+    {
         ErasedMethod(NonNull::from(method).cast())
     }
 

@@ -46,7 +46,8 @@
 //!   get the state itself, and wakers only schedule). So a `&mut` made from
 //!   the `UnsafeCell` never aliases.
 //! - **I2 A handle owns a strong count of its cell.** A `DirectionHandle`'s
-//!   pointer is `Arc::into_raw` of the call's `Arc<CallCell<I>>`, with the
+//!   pointer (its `CellPtr`) is `Arc::into_raw` of the call's
+//!   `Arc<CallCell<I>>`, with the
 //!   count that came with it: the cell outlives the handle, and the pointer
 //!   may be read as the whole cell. The handle's `Drop` gives the count back
 //!   (`release`), once.
@@ -72,11 +73,15 @@
 //!   and for vtable the functions of the same `I`; each such waker owns one
 //!   weak count: `clone` adds one, `wake` and `drop` give theirs back.
 //! - **I7 Threads: as the interceptor allows.** `Interceptor` requires
-//!   `I: Send + Sync`, `I::Call: Send + Sync` and `I::Stream: Send`. So a
-//!   `CallCell<I>` may be sent and shared between threads, but for the
-//!   direction states' `UnsafeCell`s, which I1 makes behave like a mutex's
-//!   contents: shared when the state is `Send`. A `DirectionHandle` reaches
-//!   the cell and its own direction's state only.
+//!   `I: Send + Sync`, `I::Call: Send + Sync` and `I::Stream: Send`. A
+//!   `DirectionState` is `Sync` when its state is `Send`, as a mutex's
+//!   contents are (I1); so a `CallCell<I>` is `Send + Sync` by its fields.
+//!   Where a type forgets `I`, it stands for what it was made from, and is
+//!   `Send`/`Sync` as that is, which its constructor has the compiler
+//!   check: a `CellPtr` for its `Arc<CallCell<I>>`, an `ErasedMethod` for
+//!   its `&'static Method<I>`, the call's waker for its `Weak<CallCell<I>>`. A `DirectionHandle<M>` holds no `M` (it lends the
+//!   hooks an `&M` for the length of a call), so it is `Send + Sync`
+//!   whatever `M`; `Inbound<T>` and `Outbound<S>` are as their own fields.
 //!
 //! # Modules
 //! - [`method`]: the method, built once per handler.
@@ -101,7 +106,7 @@ mod method;
 mod outcome;
 mod waker;
 
-#[cfg(all(test, feature = "budget"))]
+#[cfg(test)]
 mod tests;
 
 use cell::CallCell;
@@ -113,7 +118,7 @@ pub(crate) use counters::Counters;
 use direction::{DirectionView, ErasedDirection};
 pub use guard::{CallGuard, Run};
 pub use handle::DirectionHandle;
-use handle::VTableOf;
+use handle::{CellPtr, VTableOf};
 pub(crate) use method::ErasedMethod;
 pub use method::{type_name_of, Method, MethodInfo, RpcKind, Slot};
 use outcome::gone;

@@ -19,14 +19,17 @@ impl<I: Interceptor> CallCell<I> {
     /// # Safety
     /// `cell_ptr` points to this `CallCell<I>` in a live `Arc` (I2: a
     /// handle's pointer, holding its count).
-    pub(super) unsafe fn call_waker(cell_ptr: *const ()) -> Waker {
+    pub(super) unsafe fn call_waker(cell_ptr: *const ()) -> Waker
+    where
+        Self: Send + Sync,
+    {
         // SAFETY: I2: the caller's promise; `ManuallyDrop` leaves the count
         // as it is.
         let arc = ManuallyDrop::new(unsafe { Arc::from_raw(cell_ptr as *const Self) });
         let weak = Weak::into_raw(Arc::downgrade(&arc));
         // SAFETY: I6: the data is a `Weak<CallCell<I>>` with its weak count,
         // and the vtable is this `I`'s; I7: that `Weak` may be sent and
-        // shared between threads, as a `Waker` is.
+        // shared between threads, as a `Waker` is (the cell is `Send + Sync`).
         unsafe { Waker::from_raw(RawWaker::new(weak as *const (), waker_vtable::<I>())) }
     }
 }
