@@ -3,7 +3,8 @@
 //! per-message path.
 
 use std::{
-    sync::atomic::Ordering,
+    mem::ManuallyDrop,
+    sync::{atomic::Ordering, Arc},
     task::{Context, Poll},
 };
 
@@ -16,6 +17,15 @@ use crate::interceptor::{Direction, Interceptor, MessageRef};
 /// [`DirectionHandle`](super::DirectionHandle)'s vtable calls it.
 #[repr(transparent)]
 pub(super) struct DirectionView<I: Interceptor, const OUT: bool>(CallCell<I>);
+
+impl<I: Interceptor, const OUT: bool> DirectionView<I, OUT> {
+    /// `cell`, seen from direction `OUT`.
+    pub(super) fn of(cell: &CallCell<I>) -> &Self {
+        // SAFETY: I4: `DirectionView` is a `repr(transparent)` view of the
+        // cell.
+        unsafe { &*(cell as *const CallCell<I> as *const Self) }
+    }
+}
 
 /// What a [`DirectionHandle`](super::DirectionHandle)'s vtable calls.
 ///
@@ -78,27 +88,33 @@ impl<I: Interceptor, const OUT: bool> DirectionView<I, OUT> {
 
     /// A flag is set (the call ended, or a timer fired, or this direction
     /// has not polled the timers yet): deals with it before the message.
+    ///
+    /// # Safety
+    /// `cell_ptr` is this direction's handle's pointer (I2).
     #[cold]
     #[inline(never)]
-    fn attend(&self, cell_ptr: *const (), state: &mut Option<I::Stream>) -> Option<Status> {
+    unsafe fn attend(&self, cell_ptr: *const (), state: &mut Option<I::Stream>) -> Option<Status> {
         let ctx = &self.0.ctx;
         if let Some(status) = ctx.terminal_status() {
             return Some(self.close(state, status.clone()));
         }
-        match self.interrupt(cell_ptr, state) {
+        // SAFETY: I2: the caller's promise: `cell_ptr` comes from
+        // `Arc::into_raw` and holds the handle's count, which `ManuallyDrop`
+        // leaves as it is.
+        let cell = ManuallyDrop::new(unsafe { Arc::from_raw(cell_ptr as *const CallCell<I>) });
+        match self.interrupt(&cell, state) {
             Poll::Ready(status) => Some(status),
             Poll::Pending => None,
         }
     }
 
-    /// Polls the interceptors' timers with the call's waker.
-    pub(super) fn interrupt(&self, cell_ptr: *const (), state: &mut Option<I::Stream>) -> Poll<Status> {
+    /// Polls the interceptors' timers with the call's waker; `arc` is the
+    /// `Arc` of this view's cell.
+    pub(super) fn interrupt(&self, arc: &Arc<CallCell<I>>, state: &mut Option<I::Stream>) -> Poll<Status> {
         let cell = &self.0;
         cell.ctx.flags.fetch_and(!Self::INTERRUPT, Ordering::AcqRel);
         let Some(stream) = state.as_mut() else { return Poll::Ready(self.close(state, self.ended_status())) };
-        // SAFETY: I2: `cell_ptr` is this direction's handle's pointer (or,
-        // from `CallGuard::poll_timers`, the pointer of the guard's `Arc`).
-        let waker = unsafe { CallCell::<I>::call_waker(cell_ptr) };
+        let waker = CallCell::call_waker(arc);
         let mut cx = Context::from_waker(&waker);
         match cell.method().interceptors.poll_interrupt(&cell.call_state, stream, &cell.ctx, &mut cx) {
             Poll::Ready(status) => Poll::Ready(self.reject(state, status)),
@@ -128,7 +144,8 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedDirecti
         // SAFETY: I1: the caller is the direction's one handle, `&mut`.
         let state = unsafe { self.state() };
         if ctx.flags.load(Ordering::Relaxed) & (flag::TERMINATED | Self::INTERRUPT) != 0 {
-            if let Some(status) = self.attend(cell_ptr, state) {
+            // SAFETY: I2: the caller's promise, passed on.
+            if let Some(status) = unsafe { self.attend(cell_ptr, state) } {
                 return Poll::Ready(Err(status));
             }
         }
@@ -160,7 +177,8 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedDirecti
         let state = unsafe { self.state() };
         // Registered first, so that an end or a timer from now on wakes it.
         ctx.register(Self::DIRECTION, cx.waker());
-        match self.attend(cell_ptr, state) {
+        // SAFETY: I2: the caller's promise, passed on.
+        match unsafe { self.attend(cell_ptr, state) } {
             Some(status) => Poll::Ready(status),
             None => Poll::Pending,
         }

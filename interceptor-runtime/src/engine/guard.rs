@@ -198,12 +198,7 @@ impl<I: Interceptor> CallGuard<I> {
         // runs (the handle is made by `finish_*`, which take `self`), and
         // `&mut self` excludes every other use.
         let state = unsafe { cell.state_of(Direction::Outbound) };
-        let cell_ptr = Arc::as_ptr(&self.cell) as *const ();
-        // SAFETY: I4: `DirectionView` is a `repr(transparent)` view of the
-        // cell; `cell_ptr` comes from the `Arc` this guard holds for as long
-        // as `self`.
-        let view = unsafe { &*(cell_ptr as *const DirectionView<I, true>) };
-        view.interrupt(cell_ptr, state)
+        DirectionView::<I, true>::of(cell).interrupt(&self.cell, state)
     }
 }
 

@@ -69,7 +69,8 @@
 //!   widening a reference to the `info` field, which only covers the
 //!   `MethodInfo` (Stacked Borrows).
 //! - **I6 The call's waker holds a weak count.** A waker made by
-//!   `call_waker` has for data `Weak::into_raw` of a `Weak<CallCell<I>>`
+//!   `call_waker` (from the cell's `Arc`: the guard's, or a handle's read
+//!   back under I2) has for data `Weak::into_raw` of a `Weak<CallCell<I>>`
 //!   and for vtable the functions of the same `I`; each such waker owns one
 //!   weak count: `clone` adds one, `wake` and `drop` give theirs back.
 //! - **I7 Threads: as the interceptor allows.** `Interceptor` requires

@@ -15,18 +15,11 @@ impl<I: Interceptor> CallCell<I> {
     /// interceptor registers with it sets both directions' interrupt flags
     /// and wakes whichever waits. It holds the call weakly, so a timer kept
     /// in the call's own state does not keep the call alive.
-    ///
-    /// # Safety
-    /// `cell_ptr` points to this `CallCell<I>` in a live `Arc` (I2: a
-    /// handle's pointer, holding its count).
-    pub(super) unsafe fn call_waker(cell_ptr: *const ()) -> Waker
+    pub(super) fn call_waker(cell: &Arc<Self>) -> Waker
     where
         Self: Send + Sync,
     {
-        // SAFETY: I2: the caller's promise; `ManuallyDrop` leaves the count
-        // as it is.
-        let arc = ManuallyDrop::new(unsafe { Arc::from_raw(cell_ptr as *const Self) });
-        let weak = Weak::into_raw(Arc::downgrade(&arc));
+        let weak = Weak::into_raw(Arc::downgrade(cell));
         // SAFETY: I6: the data is a `Weak<CallCell<I>>` with its weak count,
         // and the vtable is this `I`'s; I7: that `Weak` may be sent and
         // shared between threads, as a `Waker` is (the cell is `Send + Sync`).
@@ -34,8 +27,9 @@ impl<I: Interceptor> CallCell<I> {
     }
 }
 
+/// The waker's vtable for `I`: a constant, promoted to `'static`.
 fn waker_vtable<I: Interceptor>() -> &'static RawWakerVTable {
-    &RawWakerVTable::new(clone_waker::<I>, wake_waker::<I>, wake_waker_by_ref::<I>, drop_waker::<I>)
+    const { &RawWakerVTable::new(clone_waker::<I>, wake_waker::<I>, wake_waker_by_ref::<I>, drop_waker::<I>) }
 }
 
 unsafe fn clone_waker<I: Interceptor>(ptr: *const ()) -> RawWaker {
