@@ -5,24 +5,24 @@
 use std::{
     fmt,
     net::SocketAddr,
-    sync::{
-        atomic::{
-            fence, AtomicU8,
-            Ordering::{Acquire, Relaxed, Release, SeqCst},
-        },
-        Arc, OnceLock,
-    },
+    sync::{Arc, OnceLock},
     task::Waker,
     time::Duration,
 };
 
-use futures_util::task::AtomicWaker;
 use once_cell::race::OnceBox;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
-use super::{flag, CallStats, Counters, ErasedMethod, MethodInfo, Outcome};
+use super::{
+    flag,
+    sync::{
+        fence, AtomicU8, AtomicWaker,
+        Ordering::{Acquire, Relaxed, Release, SeqCst},
+    },
+    CallStats, Counters, ErasedMethod, MethodInfo, Outcome,
+};
 use crate::interceptor::Direction;
 
 /// An `Instant` as signed nanoseconds from a process-wide origin: 8 bytes,

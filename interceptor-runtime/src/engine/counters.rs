@@ -1,6 +1,6 @@
 //! What a call counts: each direction's messages and bytes.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use super::sync::{AtomicU64, Ordering::Relaxed};
 
 /// Message and byte counts of one call so far (bytes are
 /// `prost::Message::encoded_len`, without gRPC framing).

@@ -93,6 +93,7 @@
 //! - [`handle`], [`direction`]: a wrapper's handle on its direction, and the
 //!   per-message path behind it.
 //! - [`waker`]: the call's waker, for the interceptors' timers.
+//! - [`sync`]: the context's atomics and waker slots, std's or loom's.
 //!
 //! [`Direction`]: crate::Direction
 
@@ -105,6 +106,7 @@ mod guard;
 mod handle;
 mod method;
 mod outcome;
+mod sync;
 mod waker;
 
 #[cfg(test)]
