@@ -53,8 +53,9 @@ impl CellPtr {
     where
         CallCell<I>: Send + Sync,
     {
+        const { assert!(std::mem::offset_of!(CallCell<I>, ctx) == 0, "I4") };
         // SAFETY: `into_raw` never returns null; I4: the context is the
-        // cell's first field, at the same address.
+        // cell's first field, at the same address (asserted above).
         CellPtr(unsafe { NonNull::new_unchecked(Arc::into_raw(cell) as *mut CallContext) })
     }
 

@@ -148,6 +148,7 @@ impl ErasedMethod {
     where
         Method<I>: Sync,
     {
+        const { assert!(std::mem::offset_of!(Method<I>, info) == 0, "I4") };
         ErasedMethod(NonNull::from(method).cast())
     }
 

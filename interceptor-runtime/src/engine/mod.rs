@@ -60,7 +60,8 @@
 //! - **I4 Layouts.** `CallCell` is `repr(C)` with the `CallContext` first,
 //!   so a pointer to the cell is a pointer to its context;
 //!   `DirectionView<I, OUT>` is `repr(transparent)` over `CallCell<I>`;
-//!   `Method` is `repr(C)` with its `MethodInfo` first.
+//!   `Method` is `repr(C)` with its `MethodInfo` first. The two offsets are
+//!   asserted at compile time where the pointers relying on them are made.
 //! - **I5 A method lives for the process.** A `Method<I>` is leaked, in its
 //!   `Slot` or the by-type map, and never freed. A call's context keeps an
 //!   `ErasedMethod` made from the whole `&'static Method<I>` that started it
