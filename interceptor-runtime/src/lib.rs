@@ -39,8 +39,10 @@
 #![warn(missing_docs)]
 
 mod call;
+mod dispatch;
 mod inbound;
 mod interceptor;
+mod options;
 mod outbound;
 mod slow_path;
 pub mod stats;

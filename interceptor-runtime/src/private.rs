@@ -36,9 +36,13 @@ use tonic::{Request, Response, Status, Streaming};
 #[cfg(feature = "budget")]
 pub use crate::budget::{Budget, BudgetConfig};
 pub use crate::call::{MethodInfo, RpcKind};
+pub use crate::dispatch::{
+    in_shape, kind, out_shape, prelude, reply_probe, request_probe, with, HandlerRequest, HandlerResult,
+};
 pub use crate::interceptor::Chain;
 #[cfg(feature = "monitor")]
 pub use crate::monitor::{Monitor, MonitorConfig};
+pub use crate::options::{duration, int, size, with_per_call, BadOption, Methods};
 #[cfg(feature = "rate")]
 pub use crate::rate::{OnExceed, Rate, RateConfig, RateScope};
 use crate::{
@@ -115,6 +119,13 @@ fn shared_by_type<I: Interceptor>(
     let mut map = BY_TYPE.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     let method = *map.entry(key).or_insert_with(|| Box::leak(Box::new(Method { info: info(), interceptors: build() })));
     method.downcast_ref().expect("keyed by the type it holds")
+}
+
+impl<I> Method<I> {
+    /// The interceptors `interceptors` of the method `info`.
+    pub(crate) fn new(info: MethodInfo, interceptors: I) -> Self {
+        Method { info, interceptors }
+    }
 }
 
 impl<I: Interceptor> Method<I> {
