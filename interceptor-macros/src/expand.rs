@@ -27,7 +27,7 @@
 //! `scope = method` limiter, `streams` slots). A bad value ends the call
 //! with INTERNAL (logged once per method), never a panic.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::{
     parse_quote, spanned::Spanned, Attribute, Block, Error, Expr, Ident, ImplItem, ImplItemFn, Item, ItemImpl, Result,
@@ -196,7 +196,11 @@ fn expand_fn(
     streams: &StreamTypes,
 ) -> Result<TokenStream> {
     let method_name = proto_name(&sig.ident);
-    let method = method(args, service, &method_name)?;
+    let receiver = match sig.inputs.first() {
+        Some(syn::FnArg::Receiver(r)) => r.self_token.span,
+        _ => Span::call_site(),
+    };
+    let method = method(args, service, &method_name, receiver)?;
     // The chain must be an interceptor: only a `with` value can fail to be
     // one, and that error is reported at it; the places that require it
     // point there too, so that the compiler reports it once.
@@ -287,7 +291,7 @@ fn expand_fn(
 ///   let k0 = int("rate", self.limits.chat)?;                             //   per call: those with `self`
 ///   METHODS.get((k0,), || info, |key| { let o1 = size("budget(bytes)", MAX)?; Ok(chain) })? }
 /// ```
-fn method(args: &Args, service: &TokenStream, method_name: &str) -> Result<TokenStream> {
+fn method(args: &Args, service: &TokenStream, method_name: &str, receiver: Span) -> Result<TokenStream> {
     let checked = chain_span(args);
     let (get_or_init, get) = (Ident::new("get_or_init", checked), Ident::new("get", checked));
     let info = quote!(|| __icpt::MethodInfo::new(#service, #method_name, __icpt_kind));
@@ -302,6 +306,9 @@ fn method(args: &Args, service: &TokenStream, method_name: &str) -> Result<Token
     let keys: Vec<Ident> = (0..values.per_call.len()).map(|n| format_ident!("__icpt_k{n}")).collect();
     let evaluate = values.per_call.iter().zip(&keys).map(|(value, key)| {
         let PerCall { convert, fallible, .. } = value;
+        // `self` in the attribute is the method's receiver, also when the
+        // attribute and the method come from different macro contexts.
+        let convert = respan_self(convert.clone(), receiver);
         if !fallible {
             return quote!(let #key = #convert;);
         }
@@ -338,6 +345,22 @@ fn method(args: &Args, service: &TokenStream, method_name: &str) -> Result<Token
             ::core::result::Result::Err(status) => return ::core::result::Result::Err(status),
         }
     }})
+}
+
+/// Every `self` in `tokens`, with the span of the method's receiver.
+fn respan_self(tokens: TokenStream, receiver: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|token| match token {
+            TokenTree::Ident(i) if i == "self" => TokenTree::Ident(Ident::new("self", receiver)),
+            TokenTree::Group(g) => {
+                let mut group = Group::new(g.delimiter(), respan_self(g.stream(), receiver));
+                group.set_span(g.span());
+                TokenTree::Group(group)
+            }
+            other => other,
+        })
+        .collect()
 }
 
 /// Where the errors of a chain that is not an interceptor point: its first
