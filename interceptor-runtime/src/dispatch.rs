@@ -96,7 +96,7 @@ pub struct ServerStream<T>(PhantomData<fn() -> T>);
 
 /// Picked first (autoref): `Request<Streaming<T>>`.
 pub trait StreamingRequestProbe {
-    /// [`ClientStream`].
+    /// `ClientStream`.
     type Found;
     #[allow(missing_docs)]
     fn __icpt_in(&self) -> Self::Found;
@@ -112,7 +112,7 @@ impl<T> StreamingRequestProbe for &Probe<Streaming<T>> {
 
 /// Picked otherwise: `Request<M>`.
 pub trait MessageRequestProbe {
-    /// [`OneRequest`].
+    /// `OneRequest`.
     type Found;
     #[allow(missing_docs)]
     fn __icpt_in(&self) -> Self::Found;
@@ -128,7 +128,7 @@ impl<M> MessageRequestProbe for Probe<M> {
 
 /// Picked first (autoref): a message.
 pub trait MessageReplyProbe {
-    /// [`OneReply`].
+    /// `OneReply`.
     type Found;
     #[allow(missing_docs)]
     fn __icpt_out(&self) -> Self::Found;
@@ -144,7 +144,7 @@ impl<M: prost::Message> MessageReplyProbe for &Probe<M> {
 
 /// Picked otherwise: a response stream.
 pub trait StreamReplyProbe {
-    /// [`ServerStream`].
+    /// `ServerStream`.
     type Found;
     #[allow(missing_docs)]
     fn __icpt_out(&self) -> Self::Found;

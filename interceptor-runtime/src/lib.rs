@@ -34,8 +34,9 @@
 //! - `monitor`, `monitor(warn_size = "1MiB")`: counts, a `tracing` span per call,
 //!   per-method totals in [`stats`].
 //!
-//! In an impl, the attribute must be written above `#[tonic::async_trait]`;
-//! on a single method it may stand below it.
+//! On an impl, the attribute may stand above or below `#[tonic::async_trait]`;
+//! on a single method, below it. Option values may be expressions (see the
+//! README's "The attribute").
 #![warn(missing_docs)]
 
 mod call;
