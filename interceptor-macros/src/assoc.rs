@@ -26,7 +26,7 @@
 
 use proc_macro2::{Group, Ident, Punct, Spacing, TokenStream, TokenTree};
 use quote::ToTokens;
-use syn::{ImplItem, ItemImpl, Type};
+use syn::{spanned::Spanned, Error, ImplItem, ItemImpl, Type};
 
 /// The impl's stream types that a handler returns as `Self::X`.
 pub(crate) struct StreamTypes(Vec<(Ident, Type)>);
@@ -58,6 +58,33 @@ impl StreamTypes {
             .filter(|(ident, _)| outputs.iter().any(|out| names(out.clone(), ident)))
             .collect();
         StreamTypes(types)
+    }
+
+    /// A handler that returns a stream type written out (`Result<Response<S>,
+    /// Status>` where the impl has `type XStream = S;`) instead of
+    /// `Self::XStream`: with the associated type wrapped, that signature no
+    /// longer matches the trait's. An error that says what to write.
+    pub(crate) fn written_out(imp: &ItemImpl) -> Option<Error> {
+        let types: Vec<(&Ident, Vec<String>)> = imp
+            .items
+            .iter()
+            .filter_map(|item| match item {
+                ImplItem::Type(t) if !is_outbound(&t.ty) => Some((&t.ident, words(t.ty.to_token_stream()))),
+                _ => None,
+            })
+            .collect();
+        imp.items.iter().find_map(|item| {
+            let ImplItem::Fn(f) = item else { return None };
+            let output = words(f.sig.output.to_token_stream());
+            let (ident, _) = types.iter().find(|(_, ty)| names_type(&output, ty))?;
+            Some(Error::new(
+                f.sig.output.span(),
+                format!(
+                    "write the response stream as `Self::{ident}`: `#[intercept]` wraps the impl's \
+                     `type {ident}` in `Outbound`, and this signature names the type it had"
+                ),
+            ))
+        })
     }
 
     /// Whether `X` is one of them.
@@ -169,6 +196,40 @@ fn names(tokens: TokenStream, ident: &Ident) -> bool {
     let tokens: Vec<TokenTree> = tokens.into_iter().collect();
     (0..tokens.len()).any(|i| probe.self_path_at(&tokens, i).is_some())
         || tokens.iter().any(|t| matches!(t, TokenTree::Group(g) if names(g.stream(), ident)))
+}
+
+/// Tokens as words (a group's delimiters included), to compare types as
+/// written.
+fn words(tokens: TokenStream) -> Vec<String> {
+    let mut out = Vec::new();
+    for token in tokens {
+        match token {
+            TokenTree::Group(g) => {
+                let (open, close) = match g.delimiter() {
+                    proc_macro2::Delimiter::Parenthesis => ("(", ")"),
+                    proc_macro2::Delimiter::Bracket => ("[", "]"),
+                    proc_macro2::Delimiter::Brace => ("{", "}"),
+                    proc_macro2::Delimiter::None => ("", ""),
+                };
+                out.push(open.to_owned());
+                out.extend(words(g.stream()));
+                out.push(close.to_owned());
+            }
+            other => out.push(other.to_string()),
+        }
+    }
+    out
+}
+
+/// Whether `ty`'s words stand in `output` as a whole type: not the tail of
+/// a longer path (`a::S`).
+fn names_type(output: &[String], ty: &[String]) -> bool {
+    !ty.is_empty()
+        && output.windows(ty.len()).enumerate().any(|(at, window)| {
+            window == ty
+                && !(at >= 1 && output[at - 1] == ":")
+                && !(at + ty.len() < output.len() && output[at + ty.len()] == ":")
+        })
 }
 
 /// `Outbound<S>`, written by the user: already wrapped.

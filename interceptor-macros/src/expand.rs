@@ -108,6 +108,9 @@ fn expand_impl(args: Args, mut imp: ItemImpl) -> Result<TokenStream> {
         quote!(#name)
     };
     let site = Site { args, default_service, streams: StreamTypes::of(&imp) };
+    if let Some(error) = StreamTypes::written_out(&imp) {
+        return Err(error);
+    }
 
     let mut errors: Vec<Error> = Vec::new();
     let mut items = Vec::with_capacity(imp.items.len());

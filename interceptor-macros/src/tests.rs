@@ -306,3 +306,48 @@ fn an_expanded_handler_is_not_expanded_again() {
     let twice = crate::expand::intercept(quote!(rate = 5), once).map(|_| ()).unwrap_err();
     assert!(twice.to_string().contains("already intercepted"), "{twice}");
 }
+
+/// In an impl, a response stream written as its type rather than
+/// `Self::XStream` would no longer match the trait once the type is wrapped:
+/// an error that says what to write.
+#[test]
+fn a_stream_type_written_out_in_an_impl_is_an_error() {
+    let error = crate::expand::intercept(
+        quote!(monitor),
+        quote! {
+            #[tonic::async_trait]
+            impl route_guide_server::RouteGuide for Guide {
+                type ListFeaturesStream = ReceiverStream<Result<Feature, Status>>;
+                async fn list_features(&self, request: Request<Rectangle>)
+                    -> Result<Response<ReceiverStream<Result<Feature, Status>>>, Status> {
+                    unimplemented!()
+                }
+            }
+        },
+    )
+    .map(|_| ())
+    .unwrap_err();
+    assert!(error.to_string().contains("write the response stream as `Self::ListFeaturesStream`"), "{error}");
+}
+
+/// A stream type's name inside another name, or the tail of a path, is not
+/// that type written out.
+#[test]
+fn a_stream_type_named_inside_another_is_not_written_out() {
+    let expanded = crate::expand::intercept(
+        quote!(monitor),
+        quote! {
+            #[tonic::async_trait]
+            impl echo_server::Echo for MyEcho {
+                type ChatStream = Chat;
+                async fn chat(&self, request: Request<Streaming<Note>>) -> Result<Response<Self::ChatStream>, Status> {
+                    unimplemented!()
+                }
+                async fn get(&self, request: Request<Note>) -> Result<Response<pb::Chat>, Status> {
+                    unimplemented!()
+                }
+            }
+        },
+    );
+    assert!(expanded.is_ok(), "{}", expanded.unwrap_err());
+}
