@@ -350,12 +350,13 @@ fn method(args: &Args, service: &TokenStream, method_name: &str, receiver: Span)
     }})
 }
 
-/// Every `self` in `tokens`, with the span of the method's receiver.
+/// Every `self` in `tokens`, resolved as the method's receiver.
 fn respan_self(tokens: TokenStream, receiver: Span) -> TokenStream {
     tokens
         .into_iter()
         .map(|token| match token {
-            TokenTree::Ident(i) if i == "self" => TokenTree::Ident(Ident::new("self", receiver)),
+            // Resolved as the receiver, shown where it was written.
+            TokenTree::Ident(i) if i == "self" => TokenTree::Ident(Ident::new("self", receiver.located_at(i.span()))),
             TokenTree::Group(g) => {
                 let mut group = Group::new(g.delimiter(), respan_self(g.stream(), receiver));
                 group.set_span(g.span());
