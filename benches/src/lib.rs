@@ -69,14 +69,11 @@ impl Stream for Repeat {
     }
 }
 
-/// Defines `$ty`, the bench service, with the given attributes above its
-/// impl: the handler bodies are the same for every configuration.
+/// Defines `$ty`, the bench service (a unit struct, or one with the given
+/// fields and their defaults), with the given attributes above its impl: the
+/// handler bodies are the same for every configuration.
 macro_rules! bench_service {
-    ($(#[$doc:meta])* $ty:ident $(, #[$attr:meta])* $(,)?) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, Debug, Default)]
-        pub struct $ty;
-
+    (@impl $ty:ident $(, #[$attr:meta])*) => {
         $(#[$attr])*
         #[tonic::async_trait]
         impl Bench for $ty {
@@ -97,14 +94,39 @@ macro_rules! bench_service {
                 Ok(Response::new(Count { messages, size }))
             }
 
-            // Written out: `#[intercept]` on an impl keeps a boxed stream type
-            // as it is, and would wrap an alias of one in `Outbound`.
+            // A boxed stream: `#[intercept]` on an impl wraps it in
+            // `Outbound` as any other (no second box).
             type BidiStream = Pin<Box<dyn Stream<Item = Result<Payload, Status>> + Send + 'static>>;
 
             async fn bidi(&self, request: Request<Streaming<Payload>>) -> Result<Response<Self::BidiStream>, Status> {
                 Ok(Response::new(Box::pin(request.into_inner()) as Self::BidiStream))
             }
         }
+    };
+    ($(#[$doc:meta])* $ty:ident { $($field:ident: $fty:ty = $value:expr),* $(,)? } $(, #[$attr:meta])* $(,)?) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $ty {
+            $(
+                #[allow(missing_docs)]
+                pub $field: $fty,
+            )*
+        }
+
+        impl Default for $ty {
+            fn default() -> Self {
+                $ty { $($field: $value),* }
+            }
+        }
+
+        bench_service!(@impl $ty $(, #[$attr])*);
+    };
+    ($(#[$doc:meta])* $ty:ident $(, #[$attr:meta])* $(,)?) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Default)]
+        pub struct $ty;
+
+        bench_service!(@impl $ty $(, #[$attr])*);
     };
 }
 
@@ -141,6 +163,23 @@ bench_service! {
         rate = 1_000_000_000,
         budget(messages = 1_000_000_000_000, bytes = "1TiB", duration = "1h"),
     )]
+}
+
+/// The rate of [`RatedConst`].
+pub const BENCH_RATE: u64 = 1_000_000_000;
+
+bench_service! {
+    /// `rate` from a `const`: converted once per method, when its
+    /// interceptors are built.
+    RatedConst,
+    #[interceptor_runtime::intercept(rate = BENCH_RATE)]
+}
+
+bench_service! {
+    /// `rate` from the instance (`rate = self.rate`): evaluated on every call,
+    /// and the method's interceptors looked up by the value.
+    RatedPerInstance { rate: u64 = 1_000_000_000 },
+    #[interceptor_runtime::intercept(rate = self.rate)]
 }
 
 /// `n` gRPC frames (uncompressed flag, big-endian length, message), each a

@@ -1,38 +1,37 @@
-//! The argument grammar of `#[intercept(..)]`, one `Parse` per rule:
+//! The argument grammar of `#[intercept(..)]`. The built-ins and their
+//! options come from [`crate::builtins::BUILTINS`]:
 //!
 //! ```text
 //! args     := item (',' item)* ','?
-//! item     := monitor | rate | budget | with | service
-//! monitor  := 'monitor' ( '(' 'warn_size' '=' SIZE ')' )?
-//! rate     := 'rate' '=' INT
-//!           | 'rate' '(' rate_opt (',' rate_opt)* ')'
-//! rate_opt := ('recv' | 'send' | 'burst') '=' INT
-//!           | 'scope' '=' ('stream' | 'method')
-//!           | 'on_exceed' '=' ('wait' | 'reject')
-//! budget   := 'budget' '=' INT
-//!           | 'budget' '(' budget_opt (',' budget_opt)* ')'
-//! budget_opt := ('messages' | 'streams') '=' INT | 'bytes' '=' SIZE
-//!           | ('duration' | 'idle') '=' DURATION
-//! with     := 'with' '=' EXPR            // any expression whose type implements Interceptor
-//! service  := 'service' '=' (STRING | PATH)   // e.g. "routeguide.RouteGuide"
-//! SIZE     := INT | STRING like "4MiB", "512 KB"
-//! DURATION := STRING like "30s", "1m 30s", "250ms"
+//! item     := builtin | with | service
+//! builtin  := NAME                          // if the row allows it (`monitor`)
+//!           | NAME '=' VALUE                // the row's shorthand (`rate = 10`)
+//!           | NAME '(' option (',' option)* ')'
+//! option   := OPTION '=' VALUE
+//! with     := 'with' '=' EXPR               // any expression whose type implements Interceptor
+//! service  := 'service' '=' EXPR            // e.g. "routeguide.RouteGuide"
+//! VALUE    := a literal, checked here by the option's kind:
+//!               INT (at least 1) | SIZE (INT or "4MiB") | DURATION ("30s") | WORD (a choice)
+//!           | any other expression (a const, a static, `*LAZY`, `self.limits.chat`),
+//!             converted at run time
 //! ```
+//!
+//! An expression that mentions `self` is evaluated on every call; any other
+//! once per method (see [`crate::expand`]).
 
 use std::time::Duration;
 
-use proc_macro2::Span;
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::ToTokens;
 use syn::{
     parenthesized,
     parse::{Parse, ParseStream},
     punctuated::Punctuated,
     spanned::Spanned,
-    Error, Expr, Ident, Lit, LitInt, Result, Token,
+    Error, Expr, Ident, Lit, LitInt, Result, Token, UnOp,
 };
 
-/// The interceptors the attribute knows, for messages and "did you mean".
-pub(crate) const INTERCEPTORS: &[&str] = &["monitor", "rate", "budget", "with"];
-const KEYS: &[&str] = &["monitor", "rate", "budget", "with", "service"];
+use crate::builtins::{self, Builtin, Kind, Opt, BUILTINS};
 
 /// Everything one `#[intercept(..)]` says.
 #[derive(Clone, Default)]
@@ -44,9 +43,7 @@ pub(crate) struct Args {
 /// One interceptor named in the attribute.
 #[derive(Clone)]
 pub(crate) enum Item {
-    Monitor(Monitor),
-    Rate(Rate),
-    Budget(Budget),
+    Builtin(Configured),
     With(Expr),
 }
 
@@ -54,38 +51,42 @@ impl Item {
     /// The name under which a method's attribute overrides the impl's.
     pub(crate) fn key(&self) -> Option<&'static str> {
         match self {
-            Item::Monitor(_) => Some("monitor"),
-            Item::Rate(_) => Some("rate"),
-            Item::Budget(_) => Some("budget"),
+            Item::Builtin(b) => Some(b.row.name),
             Item::With(_) => None,
         }
     }
 }
 
+/// A built-in as written: its row and the options given.
 #[derive(Clone)]
-pub(crate) struct Monitor {
+pub(crate) struct Configured {
+    pub(crate) row: &'static Builtin,
+    /// The name as written, for spans.
     pub(crate) name: Ident,
-    pub(crate) warn_size: Option<u64>,
+    pub(crate) settings: Vec<Setting>,
+}
+
+/// One value given to a built-in, and the fields it sets (`rate = 10` sets
+/// `recv` and `send`).
+#[derive(Clone)]
+pub(crate) struct Setting {
+    pub(crate) fields: &'static [&'static str],
+    pub(crate) kind: Kind,
+    pub(crate) value: Value,
+    /// How the option was written, for errors at run time: `rate`,
+    /// `budget(bytes)`.
+    pub(crate) label: String,
 }
 
 #[derive(Clone)]
-pub(crate) struct Rate {
-    pub(crate) name: Ident,
-    pub(crate) recv: Option<u64>,
-    pub(crate) send: Option<u64>,
-    pub(crate) burst: Option<u64>,
-    pub(crate) per_method: bool,
-    pub(crate) reject: bool,
-}
-
-#[derive(Clone)]
-pub(crate) struct Budget {
-    pub(crate) name: Ident,
-    pub(crate) messages: Option<u64>,
-    pub(crate) bytes: Option<u64>,
-    pub(crate) duration: Option<Duration>,
-    pub(crate) idle: Option<Duration>,
-    pub(crate) streams: Option<u64>,
+pub(crate) enum Value {
+    /// A checked whole number or size.
+    Int(u64),
+    Duration(Duration),
+    /// The choice's value in `__private`, e.g. `RateScope::Method`.
+    Choice(&'static str),
+    /// An expression, converted at run time.
+    Expr(Expr),
 }
 
 impl Args {
@@ -105,6 +106,12 @@ impl Args {
     }
 }
 
+/// Every name that may start an item, for "did you mean" and the list of
+/// valid ones.
+fn keys() -> Vec<&'static str> {
+    BUILTINS.iter().map(|b| b.name).chain(["with", "service"]).collect()
+}
+
 impl Parse for Args {
     fn parse(input: ParseStream) -> Result<Self> {
         let mut args = Args::default();
@@ -121,9 +128,6 @@ impl Parse for Args {
                 seen.push(name.clone());
             }
             match key.as_str() {
-                "monitor" => args.items.push(Item::Monitor(Monitor::parse(name, input)?)),
-                "rate" => args.items.push(Item::Rate(Rate::parse(name, input)?)),
-                "budget" => args.items.push(Item::Budget(Budget::parse(name, input)?)),
                 "with" => {
                     input.parse::<Token![=]>().map_err(|e| {
                         Error::new(e.span(), "write `with = <expression>`, e.g. `with = AuthCheck::new(\"secret\")`")
@@ -136,7 +140,10 @@ impl Parse for Args {
                         .map_err(|e| Error::new(e.span(), "write `service = \"package.Service\"`"))?;
                     args.service = Some(input.parse()?);
                 }
-                _ => return Err(unknown(&name, KEYS, "interceptor", INTERCEPTORS)),
+                _ => match builtins::find(&key) {
+                    Some(row) => args.items.push(Item::Builtin(Configured::parse(row, name, input)?)),
+                    None => return Err(unknown(&name, &keys(), "interceptor")),
+                },
             }
             if input.is_empty() {
                 break;
@@ -147,8 +154,8 @@ impl Parse for Args {
     }
 }
 
-/// `unknown interceptor `monitr`; did you mean `monitor`? ...`
-fn unknown(name: &Ident, known: &[&str], what: &str, listed: &[&str]) -> Error {
+/// `unknown interceptor `monitr`; did you mean `monitor`? (valid: ..)`
+fn unknown(name: &Ident, known: &[&str], what: &str) -> Error {
     let given = name.to_string();
     let best = known
         .iter()
@@ -159,151 +166,160 @@ fn unknown(name: &Ident, known: &[&str], what: &str, listed: &[&str]) -> Error {
         Some((_, k)) => format!("; did you mean `{k}`?"),
         None => String::new(),
     };
-    let valid = listed.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
-    Error::new(name.span(), format!("unknown {what} `{given}`{hint} (valid: {valid})"))
-}
-
-/// `key = value` inside an interceptor's parentheses.
-struct Opt {
-    key: Ident,
-    value: Expr,
-}
-
-impl Parse for Opt {
-    fn parse(input: ParseStream) -> Result<Self> {
-        let key: Ident = input.call(syn::ext::IdentExt::parse_any)?;
-        input.parse::<Token![=]>().map_err(|e| Error::new(e.span(), format!("expected `{key} = <value>`")))?;
-        Ok(Opt { key, value: input.parse()? })
-    }
-}
-
-/// The `(k = v, ..)` of `name(..)`, checked against the known keys; each key
-/// at most once.
-fn options(name: &Ident, input: ParseStream, known: &[&str]) -> Result<Vec<Opt>> {
-    let content;
-    parenthesized!(content in input);
-    let opts = Punctuated::<Opt, Token![,]>::parse_terminated(&content)?;
-    let mut seen: Vec<&Ident> = Vec::new();
-    for opt in &opts {
-        if !known.contains(&opt.key.to_string().as_str()) {
-            return Err(unknown(&opt.key, known, &format!("`{name}` option"), known));
-        }
-        if seen.iter().any(|k| **k == opt.key) {
-            return Err(Error::new(opt.key.span(), format!("`{}` is given twice; keep one", opt.key)));
-        }
-        seen.push(&opt.key);
-    }
-    if opts.is_empty() {
-        return Err(Error::new(name.span(), format!("`{name}()` has no options; name one of {}", list(known))));
-    }
-    Ok(opts.into_iter().collect())
+    Error::new(name.span(), format!("unknown {what} `{given}`{hint} (valid: {})", list(known)))
 }
 
 fn list(keys: &[&str]) -> String {
     keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
 }
 
-impl Monitor {
-    fn parse(name: Ident, input: ParseStream) -> Result<Self> {
-        let mut monitor = Monitor { name, warn_size: None };
-        if input.peek(syn::token::Paren) {
-            for opt in options(&monitor.name, input, &["warn_size"])? {
-                monitor.warn_size = Some(size(&opt.value)?);
-            }
-        }
-        Ok(monitor)
+/// `key = value` inside a built-in's parentheses.
+struct OptionArg {
+    key: Ident,
+    value: Expr,
+}
+
+impl Parse for OptionArg {
+    fn parse(input: ParseStream) -> Result<Self> {
+        let key: Ident = input.call(syn::ext::IdentExt::parse_any)?;
+        input.parse::<Token![=]>().map_err(|e| Error::new(e.span(), format!("expected `{key} = <value>`")))?;
+        Ok(OptionArg { key, value: input.parse()? })
     }
 }
 
-impl Rate {
-    fn parse(name: Ident, input: ParseStream) -> Result<Self> {
-        let mut rate = Rate { name, recv: None, send: None, burst: None, per_method: false, reject: false };
-        if input.peek(Token![=]) {
+impl Configured {
+    fn parse(row: &'static Builtin, name: Ident, input: ParseStream) -> Result<Self> {
+        let mut configured = Configured { row, name, settings: Vec::new() };
+        if let (true, Some(shorthand)) = (input.peek(Token![=]), &row.shorthand) {
             input.parse::<Token![=]>()?;
             let value: Expr = input.parse()?;
-            let n = positive(&value, "messages per second, e.g. `rate = 10`")?;
-            rate.recv = Some(n);
-            rate.send = Some(n);
-        } else if input.peek(syn::token::Paren) {
-            let known = ["recv", "send", "burst", "scope", "on_exceed"];
-            for opt in options(&rate.name, input, &known)? {
-                match opt.key.to_string().as_str() {
-                    "recv" => rate.recv = Some(positive(&opt.value, "messages per second, e.g. `recv = 100`")?),
-                    "send" => rate.send = Some(positive(&opt.value, "messages per second, e.g. `send = 50`")?),
-                    "burst" => rate.burst = Some(positive(&opt.value, "messages, e.g. `burst = 5`")?),
-                    "scope" => rate.per_method = choice(&opt.value, &["stream", "method"])? == "method",
-                    _ => rate.reject = choice(&opt.value, &["wait", "reject"])? == "reject",
-                }
-            }
-            if rate.recv.is_none() && rate.send.is_none() {
-                return Err(Error::new(
-                    rate.name.span(),
-                    "`rate(..)` needs `recv = N`, `send = N` or both; `rate = N` limits both directions",
-                ));
-            }
-        } else {
+            configured.settings.push(Setting {
+                fields: shorthand.sets,
+                kind: shorthand.kind,
+                value: read(&value, shorthand.kind, shorthand.what, shorthand.example)?,
+                label: row.name.to_string(),
+            });
+        } else if input.peek(syn::token::Paren) && !row.options.is_empty() {
+            configured.parse_options(input)?;
+        } else if !row.bare {
+            return Err(Error::new(configured.name.span(), format!("`{}` needs a value: {}", row.name, row.usage)));
+        } else if !input.is_empty() && !input.peek(Token![,]) {
+            // `monitor = 3`, `monitor warn_size`: say how to write it.
+            return Err(Error::new(input.span(), format!("write {}", row.usage)));
+        }
+        Ok(configured)
+    }
+
+    /// The `(k = v, ..)` of `name(..)`, each key known and given once.
+    fn parse_options(&mut self, input: ParseStream) -> Result<()> {
+        let row = self.row;
+        let content;
+        parenthesized!(content in input);
+        let given = Punctuated::<OptionArg, Token![,]>::parse_terminated(&content)?;
+        if given.is_empty() {
+            let options: Vec<String> =
+                row.options.iter().map(|o| format!("`{}` (default: {})", o.name, o.default)).collect();
             return Err(Error::new(
-                rate.name.span(),
-                "`rate` needs a value: `rate = 10` (messages per second each way) or `rate(recv = 100, send = 50)`",
+                self.name.span(),
+                format!("`{}()` has no options; name one of {}", row.name, options.join(", ")),
             ));
         }
-        Ok(rate)
+        let mut seen: Vec<&Ident> = Vec::new();
+        for arg in &given {
+            let Some(opt) = row.option(&arg.key.to_string()) else {
+                return Err(unknown(&arg.key, &row.option_names(), &format!("`{}` option", row.name)));
+            };
+            if seen.iter().any(|k| **k == arg.key) {
+                return Err(Error::new(arg.key.span(), format!("`{}` is given twice; keep one", arg.key)));
+            }
+            seen.push(&arg.key);
+            self.settings.push(setting(row, opt, &arg.value)?);
+        }
+        if !row.needs_one_of.is_empty() && !given.iter().any(|a| row.needs_one_of.iter().any(|n| a.key == n)) {
+            let shorthand =
+                row.shorthand.as_ref().map_or(String::new(), |s| format!("; `{}` sets {}", s.example, list(s.sets)));
+            return Err(Error::new(
+                self.name.span(),
+                format!("`{}(..)` needs {}{shorthand}", row.name, one_of(row.needs_one_of)),
+            ));
+        }
+        Ok(())
     }
 }
 
-impl Budget {
-    fn parse(name: Ident, input: ParseStream) -> Result<Self> {
-        let mut budget = Budget { name, messages: None, bytes: None, duration: None, idle: None, streams: None };
-        if input.peek(Token![=]) {
-            input.parse::<Token![=]>()?;
-            let value: Expr = input.parse()?;
-            budget.messages = Some(positive(&value, "messages per stream, e.g. `budget = 1000`")?);
-        } else if input.peek(syn::token::Paren) {
-            let known = ["messages", "bytes", "duration", "idle", "streams"];
-            for opt in options(&budget.name, input, &known)? {
-                match opt.key.to_string().as_str() {
-                    "messages" => budget.messages = Some(positive(&opt.value, "messages, e.g. `messages = 1000`")?),
-                    "bytes" => budget.bytes = Some(size(&opt.value)?),
-                    "duration" => budget.duration = Some(duration(&opt.value)?),
-                    "idle" => budget.idle = Some(duration(&opt.value)?),
-                    _ => budget.streams = Some(positive(&opt.value, "concurrent streams, e.g. `streams = 64`")?),
-                }
-            }
-        } else {
-            return Err(Error::new(
-                budget.name.span(),
-                "`budget` needs a value: `budget = 1000` (messages) or `budget(messages = 1000, bytes = \"4MiB\", duration = \"30s\")`",
-            ));
-        }
-        Ok(budget)
+/// "`recv = N`, `send = N` or both".
+fn one_of(names: &[&str]) -> String {
+    match names {
+        [one] => format!("`{one} = ..`"),
+        _ => format!("{} or both", names.iter().map(|n| format!("`{n} = N`")).collect::<Vec<_>>().join(", ")),
     }
 }
 
-fn lit(value: &Expr) -> Option<&Lit> {
+fn setting(row: &Builtin, opt: &'static Opt, value: &Expr) -> Result<Setting> {
+    Ok(Setting {
+        fields: std::slice::from_ref(&opt.name),
+        kind: opt.kind,
+        value: read(value, opt.kind, opt.what, opt.example)?,
+        label: format!("{}({})", row.name, opt.name),
+    })
+}
+
+/// A value of `kind`: a literal is checked now, anything else is left to
+/// run time.
+fn read(value: &Expr, kind: Kind, what: &str, example: &str) -> Result<Value> {
+    match kind {
+        Kind::Int => match literal(value) {
+            Some(Literal::Lit(Lit::Int(i))) => positive(i, value, what, example).map(Value::Int),
+            Some(_) => Err(Error::new(value.span(), format!("expected a whole number of {what}, e.g. `{example}`"))),
+            None => Ok(Value::Expr(value.clone())),
+        },
+        Kind::Size => match literal(value) {
+            Some(Literal::Lit(lit)) => size(lit, value).map(Value::Int),
+            Some(Literal::Negative) => Err(Error::new(value.span(), "a size cannot be negative")),
+            None => Ok(Value::Expr(value.clone())),
+        },
+        Kind::Duration => match literal(value) {
+            Some(Literal::Lit(lit)) => duration(lit, value).map(Value::Duration),
+            Some(Literal::Negative) => Err(Error::new(value.span(), "a duration cannot be negative")),
+            None => Ok(Value::Expr(value.clone())),
+        },
+        Kind::Choice(words) => choice(value, words).map(Value::Choice),
+    }
+}
+
+enum Literal<'a> {
+    Lit(&'a Lit),
+    /// `-1`
+    Negative,
+}
+
+fn literal(value: &Expr) -> Option<Literal<'_>> {
     match value {
-        Expr::Lit(l) => Some(&l.lit),
-        Expr::Group(g) => lit(&g.expr),
+        Expr::Lit(l) => Some(Literal::Lit(&l.lit)),
+        Expr::Group(g) => literal(&g.expr),
+        Expr::Paren(p) => literal(&p.expr),
+        Expr::Unary(u) if matches!(u.op, UnOp::Neg(_)) && literal(&u.expr).is_some() => Some(Literal::Negative),
         _ => None,
     }
 }
 
-/// A positive integer literal.
-fn positive(value: &Expr, what: &str) -> Result<u64> {
-    let n = match lit(value) {
-        Some(Lit::Int(i)) => i.base10_parse::<u64>()?,
-        _ => return Err(Error::new(value.span(), format!("expected a whole number of {what}"))),
-    };
+/// A whole number, at least 1.
+fn positive(int: &LitInt, value: &Expr, what: &str, example: &str) -> Result<u64> {
+    let n = int.base10_parse::<u64>()?;
     if n == 0 {
-        return Err(Error::new(value.span(), format!("0 would stop every call; expected at least 1 ({what})")));
+        return Err(Error::new(
+            value.span(),
+            format!("0 would stop every call; expected at least 1 ({what}, e.g. `{example}`)"),
+        ));
     }
     Ok(n)
 }
 
 /// `4096` or `"4MiB"`.
-fn size(value: &Expr) -> Result<u64> {
-    match lit(value) {
-        Some(Lit::Int(i)) => i.base10_parse::<u64>(),
-        Some(Lit::Str(s)) => parse_size::parse_size(s.value()).map_err(|e| {
+fn size(lit: &Lit, value: &Expr) -> Result<u64> {
+    match lit {
+        Lit::Int(i) => i.base10_parse::<u64>(),
+        Lit::Str(s) => parse_size::parse_size(s.value()).map_err(|e| {
             // parse_size's own words ("invalid digit found in string") do not
             // say what a size looks like.
             let why = match e {
@@ -320,15 +336,15 @@ fn size(value: &Expr) -> Result<u64> {
 }
 
 /// `"30s"`, `"1m 30s"`, `"250ms"`.
-fn duration(value: &Expr) -> Result<Duration> {
-    let parsed = match lit(value) {
-        Some(Lit::Str(s)) => humantime::parse_duration(&s.value()).map_err(|e| {
+fn duration(lit: &Lit, value: &Expr) -> Result<Duration> {
+    let parsed = match lit {
+        Lit::Str(s) => humantime::parse_duration(&s.value()).map_err(|e| {
             Error::new(
                 s.span(),
                 format!("`{}` is not a duration ({e}); write it like \"30s\", \"1m 30s\" or \"250ms\"", s.value()),
             )
         })?,
-        Some(Lit::Int(i)) => {
+        Lit::Int(i) => {
             return Err(Error::new(
                 i.span(),
                 format!("a duration needs a unit: write \"{}s\" for seconds", i.base10_digits()),
@@ -342,17 +358,31 @@ fn duration(value: &Expr) -> Result<Duration> {
     Ok(parsed)
 }
 
-/// One of a few bare words.
-fn choice(value: &Expr, words: &[&'static str]) -> Result<&'static str> {
+/// One of a few bare words; the value it stands for.
+fn choice(value: &Expr, words: &[(&'static str, &'static str)]) -> Result<&'static str> {
+    let names: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
     if let Expr::Path(p) = value {
         if let Some(ident) = p.path.get_ident() {
-            return match words.iter().find(|w| ident == *w) {
-                Some(w) => Ok(w),
-                None => Err(unknown(ident, words, "value", words)),
+            return match words.iter().find(|(w, _)| ident == w) {
+                Some((_, path)) => Ok(path),
+                None => Err(unknown(ident, &names, "value")),
             };
         }
     }
-    Err(Error::new(value.span(), format!("expected one of {}", list(words))))
+    Err(Error::new(value.span(), format!("expected one of {} (a bare word, fixed at compile time)", list(&names))))
+}
+
+/// Whether an expression mentions `self`: such a value is evaluated on
+/// every call, as it may differ between instances of the service.
+pub(crate) fn mentions_self(expr: &Expr) -> bool {
+    fn walk(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|t| match t {
+            TokenTree::Ident(i) => i == "self",
+            TokenTree::Group(g) => walk(g.stream()),
+            _ => false,
+        })
+    }
+    walk(expr.to_token_stream())
 }
 
 /// An integer literal for the expansion, unsuffixed.

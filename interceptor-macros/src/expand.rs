@@ -1,16 +1,45 @@
 //! Code generation: a handler gets a short prologue and epilogue around its
 //! unchanged body, calling `interceptor_runtime::__private`.
+//!
+//! # What is read from the syntax, and what from the types
+//! The macro reads no type. It hands the request's and the return type, as
+//! written (through any alias: `type Result<T> = ..`,
+//! `type Streaming<T> = Request<tonic::Streaming<T>>`, `tonic::Result<..>`),
+//! to the runtime's dispatch, and the compiler picks the code for them: a
+//! client stream or one request, a response stream or one message, and the
+//! `RpcKind` from those two choices (see the runtime's `dispatch` module).
+//! A type it cannot handle is a compile error at that type, saying what to
+//! write.
+//!
+//! Syntax is read only where the macro must rewrite something: the impl's
+//! `type XStream = S;`, which becomes `Outbound<S>`, and `Self::XStream` in
+//! its handler bodies, which becomes `S` (see [`crate::assoc`]); the
+//! method's own `#[intercept]`s (also under `cfg_attr`), merged into one
+//! expansion ([`crate::method_attrs`]); and async_trait's rewrite of a
+//! method, when the attribute comes after it.
+//!
+//! # When option values are evaluated
+//! A literal is checked at compile time and written into the expansion. Any
+//! other expression is evaluated when the method's interceptors are built,
+//! on the method's first call; one that mentions `self` on every call, and
+//! the method's interceptors are then looked up by the values (the
+//! runtime's `Methods`), so calls with equal values share them (and a
+//! `scope = method` limiter, `streams` slots). A bad value ends the call
+//! with INTERNAL (logged once per method), never a panic.
 
-use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned, ToTokens};
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::{
-    parse_quote, spanned::Spanned, visit_mut::VisitMut, Attribute, Block, Error, Expr, GenericArgument, Ident,
-    ImplItem, ImplItemFn, Item, ItemImpl, PathArguments, Result, Signature, Stmt, Type, Visibility,
+    parse_quote, spanned::Spanned, Attribute, Block, Error, Expr, Ident, ImplItem, ImplItemFn, Item, ItemImpl, Result,
+    Signature, Visibility,
 };
 
 use crate::{
-    attr::{self, Args, Item as Interceptor},
+    assoc::StreamTypes,
+    attr::{self, Args, Configured, Item as Interceptor, Value},
+    builtins::Kind,
     handler::{self, Form, Handler},
+    method_attrs::MethodAttrs,
 };
 
 /// The attribute's entry point: an impl or a single handler.
@@ -20,12 +49,10 @@ pub(crate) fn intercept(args: TokenStream, item: TokenStream) -> Result<TokenStr
     match item {
         Item::Impl(imp) => expand_impl(args, imp),
         Item::Fn(f) => {
-            let service = match &args.service {
-                Some(service) => quote!(#service),
-                None => quote!(__icpt::type_name_of::<Self>()),
-            };
-            let handler = handler::recognise(&f.sig, &f.block)?;
-            expand_fn(&args, &service, &f.attrs, &f.vis, &f.sig, &f.block, &handler)
+            let site =
+                Site { args, default_service: quote!(__icpt::type_name_of::<Self>()), streams: StreamTypes::none() };
+            let methods = site.method(f.attrs, &f.vis, &f.sig, &f.block)?;
+            Ok(quote!(#(#methods)*))
         }
         Item::Trait(t) => Err(Error::new(
             t.trait_token.span,
@@ -43,18 +70,26 @@ fn first_token(item: &Item) -> Span {
     item.to_token_stream().into_iter().next().map_or_else(Span::call_site, |t| t.span())
 }
 
+/// Where the handlers being expanded are: the impl's options, the service
+/// name to use when none is given, and the impl's stream types.
+struct Site {
+    args: Args,
+    default_service: TokenStream,
+    streams: StreamTypes,
+}
+
 /// Input:
 /// ```text
 /// #[intercept(monitor)] #[tonic::async_trait]
 /// impl route_guide_server::RouteGuide for Guide {
 ///     type RouteChatStream = S;
-///     #[intercept(rate = 10)] async fn route_chat(..) { body }
+///     #[intercept(rate = 10)] async fn route_chat(..) -> Result<Response<Self::RouteChatStream>, Status> { body }
 ///     async fn get_feature(..) { body }
 /// }
 /// ```
-/// Output: every handler expanded as by [`expand_fn`] with the impl's
-/// interceptors followed by its own, and `type RouteChatStream = Outbound<S>;`
-/// (a boxed stream type is left alone: the wrapper is boxed back into it).
+/// Output: every handler expanded as by [`Site::method`] with the impl's
+/// interceptors followed by its own, and `type RouteChatStream =
+/// Outbound<S>;` (see [`crate::assoc`]).
 fn expand_impl(args: Args, mut imp: ItemImpl) -> Result<TokenStream> {
     let Some((_, trait_path, _)) = &imp.trait_ else {
         return Err(Error::new(
@@ -72,43 +107,34 @@ fn expand_impl(args: Args, mut imp: ItemImpl) -> Result<TokenStream> {
         let name = trait_path.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
         quote!(#name)
     };
+    let site = Site { args, default_service, streams: StreamTypes::of(&imp) };
+    if let Some(error) = StreamTypes::written_out(&imp) {
+        return Err(error);
+    }
 
     let mut errors: Vec<Error> = Vec::new();
-    let mut stream_types: Vec<Ident> = Vec::new();
-    for item in &mut imp.items {
-        let ImplItem::Fn(f) = item else { continue };
-        let own = match take_intercept_attrs(&mut f.attrs) {
-            Ok(own) => own,
-            Err(e) => {
-                errors.push(e);
-                continue;
+    let mut items = Vec::with_capacity(imp.items.len());
+    for item in std::mem::take(&mut imp.items) {
+        match item {
+            // Every fn of a tonic service impl is a handler: one that does
+            // not look like one is an error, never silently left alone.
+            ImplItem::Fn(f) => match site.method(f.attrs, &f.vis, &f.sig, &f.block) {
+                Ok(methods) => {
+                    for method in methods {
+                        match syn::parse2::<ImplItemFn>(method) {
+                            Ok(method) => items.push(ImplItem::Fn(method)),
+                            Err(e) => errors.push(e),
+                        }
+                    }
+                }
+                Err(e) => errors.push(e),
+            },
+            ImplItem::Type(mut t) if site.streams.contains(&t.ident) => {
+                let ty = &t.ty;
+                t.ty = parse_quote!(::interceptor_runtime::Outbound<#ty>);
+                items.push(ImplItem::Type(t));
             }
-        };
-        // Every fn of a tonic service impl is a handler: one that does not
-        // look like one is an error, never silently left unintercepted.
-        let handler = match handler::recognise(&f.sig, &f.block) {
-            Ok(h) => h,
-            Err(e) => {
-                errors.push(e);
-                continue;
-            }
-        };
-        let args = match own {
-            Some(own) => args.clone().merge(own),
-            None => args.clone(),
-        };
-        let service = match &args.service {
-            Some(s) => quote!(#s),
-            None => default_service.clone(),
-        };
-        if let Some(ident) = handler.response_stream.as_ref().and_then(self_assoc_type) {
-            stream_types.push(ident.clone());
-        }
-        match expand_fn(&args, &service, &f.attrs, &f.vis, &f.sig, &f.block, &handler)
-            .and_then(syn::parse2::<ImplItemFn>)
-        {
-            Ok(expanded) => *f = expanded,
-            Err(e) => errors.push(e),
+            other => items.push(other),
         }
     }
     if let Some(mut first) = errors.pop() {
@@ -117,58 +143,51 @@ fn expand_impl(args: Args, mut imp: ItemImpl) -> Result<TokenStream> {
         }
         return Err(first);
     }
-    for item in &mut imp.items {
-        if let ImplItem::Type(t) = item {
-            if stream_types.contains(&t.ident) && !handler::is_boxed_stream(&t.ty) {
-                let ty = &t.ty;
-                t.ty = parse_quote!(::interceptor_runtime::Outbound<#ty>);
-            }
-        }
-    }
+    imp.items = items;
     Ok(imp.into_token_stream())
 }
 
-/// Removes the method's own `#[intercept(..)]` attributes and parses them.
-fn take_intercept_attrs(attrs: &mut Vec<Attribute>) -> Result<Option<Args>> {
-    let mut found: Option<Args> = None;
-    let mut kept = Vec::with_capacity(attrs.len());
-    for attr in attrs.drain(..) {
-        if attr.path().segments.last().is_some_and(|s| s.ident == "intercept") {
-            let args = match &attr.meta {
-                syn::Meta::Path(_) => Args::default(),
-                _ => attr.parse_args::<Args>()?,
-            };
-            found = Some(match found {
-                Some(prev) => prev.merge(args),
-                None => args,
-            });
-        } else {
-            kept.push(attr);
-        }
+impl Site {
+    /// One handler, expanded once per combination of the conditions of its
+    /// own `cfg_attr(.., intercept(..))`s (once when it has none).
+    fn method(
+        &self,
+        attrs: Vec<Attribute>,
+        vis: &Visibility,
+        sig: &Signature,
+        block: &Block,
+    ) -> Result<Vec<TokenStream>> {
+        let attrs = MethodAttrs::take(attrs)?;
+        let handler = handler::recognise(sig, block)?;
+        attrs
+            .variants(&self.args)
+            .into_iter()
+            .map(|variant| {
+                let service = match &variant.args.service {
+                    Some(s) => quote!(#s),
+                    None => self.default_service.clone(),
+                };
+                expand_fn(&variant.args, &service, &variant.attrs, vis, sig, block, &handler, &self.streams)
+            })
+            .collect()
     }
-    *attrs = kept;
-    Ok(found)
 }
 
-/// `Self::X` → `X`.
-fn self_assoc_type(ty: &Type) -> Option<&Ident> {
-    let Type::Path(p) = ty else { return None };
-    let s = &p.path.segments;
-    (p.qself.is_none() && s.len() == 2 && s[0].ident == "Self").then(|| &s[1].ident)
-}
-
-/// Input: `async fn m(&self, request: Request<In>) -> Result<Response<Out>, Status> { body }`
-/// (or async_trait's rewrite of it, `fn m<..>(..) -> Pin<Box<dyn Future<..>>> { Box::pin(async move { .. }) }`).
+/// Input: `async fn m(&self, request: In) -> Out { body }` (or async_trait's
+/// rewrite of it, `fn m<..>(..) -> Pin<Box<dyn Future<Output = Out> ..>> {
+/// Box::pin(async move { .. }) }`).
 ///
 /// Output, the same signature, and:
 /// ```text
-/// static SLOT; let method = SLOT.get_or_init(info, || Chain::new(a, Chain::new(b, c)));
-/// let mut call = method.start(&mut request)?;              // on_start hooks
-/// let request = call.inbound(request);                     // or call.recv_unary(request).await?
-/// let result: Result<Response<Inner>, Status> = call.run(async move { body }).await;  // timers beside it
-/// call.finish_stream::<Out>(result)                        // or call.finish_unary(result).await
+/// let in = in_shape(probe of In);  let out = out_shape(probe of Out);   // chosen by the compiler
+/// static SLOT; let method = SLOT.get_or_init(info(kind(&in, &out)), || Chain::new(a, Chain::new(b, c)));
+/// let mut call = method.start(&mut request)?;                // on_start hooks
+/// let request = in.receive(&mut call, request).await?;       // Streaming<T> -> Inbound<T>, or the message's hooks
+/// let result = call.run(async move { out.hinted(body) }).await;   // the timers beside it
+/// out.finish(call, result).await                             // S -> Outbound<S>, or the message's hooks
 /// ```
 /// (async_trait's shape gets the same, inside its `Box::pin(async move { .. })`).
+#[allow(clippy::too_many_arguments)]
 fn expand_fn(
     args: &Args,
     service: &TokenStream,
@@ -177,85 +196,87 @@ fn expand_fn(
     sig: &Signature,
     block: &Block,
     handler: &Handler,
+    streams: &StreamTypes,
 ) -> Result<TokenStream> {
-    let rt = quote!(__icpt);
-    let chain = chain(&args.items)?;
     let method_name = proto_name(&sig.ident);
-    let kind = Ident::new(handler.kind(), Span::call_site());
-    // The parameter is renamed; the user's pattern is bound to the wrapped
-    // request, so `request`, `mut request` and `_` all work.
+    let receiver = match sig.inputs.first() {
+        Some(syn::FnArg::Receiver(r)) => r.self_token.span,
+        _ => Span::call_site(),
+    };
+    let method = method(args, service, &method_name, receiver)?;
+    // The chain must be an interceptor: only a `with` value can fail to be
+    // one, and that error is reported at it; the places that require it
+    // point there too, so that the compiler reports it once.
+    let checked = chain_span(args);
+    let start = Ident::new("start", checked);
+    // The parameter is renamed; the user's pattern is bound to the request
+    // as the body sees it, so `request`, `mut request` and `_` all work.
     let request = Ident::new("__icpt_request", Span::call_site());
     let pattern = &handler.request;
     let mut sig = sig.clone();
     if let Some(syn::FnArg::Typed(arg)) = sig.inputs.iter_mut().nth(1) {
         *arg.pat = parse_quote!(#request);
     }
-    let output = &handler.output;
-    // The handler body produces the stream it always did; the client gets
-    // `OutboundStream::wrap` of it.
-    let inner_output = match &handler.response_stream {
-        Some(stream) => {
-            replace_response(output, &parse_quote!(<#stream as ::interceptor_runtime::OutboundStream>::Inner))
-        }
-        None => output.clone(),
+    let in_probe = {
+        let ty = &handler.request_type;
+        quote_spanned!(ty.span()=> __icpt::in_shape((&&__icpt::request_probe::<#ty>(&#request)).__icpt_in()))
     };
-    let inbound = if handler.client_streaming {
-        quote!(let #pattern = __icpt_call.inbound(#request);)
-    } else {
-        quote! {
-            let #pattern = match __icpt_call.recv_unary(#request).await {
-                ::core::result::Result::Ok(request) => request,
-                ::core::result::Result::Err(status) => return ::core::result::Result::Err(status),
-            };
-        }
+    let (out_probe, finish) = {
+        let ty = &handler.output;
+        (
+            quote_spanned!(ty.span()=> __icpt::out_shape((&&__icpt::reply_probe::<#ty>()).__icpt_out())),
+            // At the return type too: a stream type that cannot be wrapped
+            // is reported there.
+            quote_spanned!(ty.span()=> __icpt_out.finish(__icpt_call, __icpt_result)),
+        )
     };
-    let finish = match &handler.response_stream {
-        Some(stream) => quote!(__icpt_call.finish_stream::<#stream>(__icpt_result)),
-        None => quote!(__icpt_call.finish_unary(__icpt_result).await),
-    };
+    // The body keeps its own statements; `Self::XStream` in it is the type
+    // the impl wrote (see `assoc`), and it is given the type it produces.
     let body = match &handler.form {
-        Form::AsyncFn => quote! {
-            async move {
-                if let ::core::option::Option::Some(__ret) = ::core::option::Option::None::<#inner_output> {
-                    #[allow(unreachable_code)]
-                    return __ret;
-                }
-                let __ret: #inner_output = #block;
+        Form::AsyncFn => {
+            let block = streams.substitute(block.to_token_stream());
+            quote! {
+                let __ret = __icpt_out.hinted(#block);
                 #[allow(unreachable_code)]
                 __ret
             }
-        },
-        Form::AsyncTrait(stmts) => {
-            let mut stmts = stmts.clone();
-            let mut retype = Retype { from: output.to_token_stream().to_string(), to: &inner_output };
-            for stmt in &mut stmts {
-                retype.visit_stmt_mut(stmt);
-            }
-            quote!(async move { #(#stmts)* })
+        }
+        Form::AsyncTrait { before, body, after } => {
+            let body = streams.substitute(quote!(#(#before)* let __ret = __icpt_out.hinted(#body); #(#after)*));
+            quote!(#body)
         }
     };
     let core = quote! {
         use ::interceptor_runtime::__private as __icpt;
-        let __icpt_method = {
-            static __ICPT_SLOT: #rt::Slot = #rt::Slot::new();
-            __ICPT_SLOT.get_or_init(
-                || #rt::MethodInfo::new(#service, #method_name, #rt::RpcKind::#kind),
-                || #chain,
-            )
-        };
+        #[allow(unused_imports)]
+        use ::interceptor_runtime::__private::prelude::*;
+        let __icpt_in = #in_probe;
+        let __icpt_out = #out_probe;
+        let __icpt_kind = __icpt::kind(&__icpt_in, &__icpt_out);
+        let __icpt_method = #method;
         let mut #request = #request;
-        #[allow(unused_mut)]
-        let mut __icpt_call = match __icpt_method.start(&mut #request) {
+        let mut __icpt_call = match __icpt_method.#start(&mut #request) {
             ::core::result::Result::Ok(call) => call,
             ::core::result::Result::Err(status) => return ::core::result::Result::Err(status),
         };
-        #inbound
-        let __icpt_result: #inner_output = __icpt_call.run(#body).await;
-        #finish
+        let #pattern = match __icpt_in.receive(&mut __icpt_call, #request).await {
+            ::core::result::Result::Ok(request) => request,
+            ::core::result::Result::Err(status) => return ::core::result::Result::Err(status),
+        };
+        let __icpt_result = __icpt_call
+            .run(async move {
+                if let ::core::option::Option::Some(__ret) = __icpt_out.none() {
+                    #[allow(unreachable_code)]
+                    return __ret;
+                }
+                #body
+            })
+            .await;
+        #finish.await
     };
     let body = match handler.form {
         Form::AsyncFn => core,
-        Form::AsyncTrait(_) => quote!(::std::boxed::Box::pin(async move { #core })),
+        Form::AsyncTrait { .. } => quote!(::std::boxed::Box::pin(async move { #core })),
     };
     Ok(quote! {
         #(#attrs)*
@@ -265,90 +286,247 @@ fn expand_fn(
     })
 }
 
+/// The method's interceptors, built once per method, or per distinct value
+/// of the options that mention `self`:
+/// ```text
+/// { static SLOT: Slot; SLOT.get_or_init(|| info, || chain) }             // every value a literal
+/// { static METHODS: Methods;                                             // some expressions
+///   let k0 = int("rate", self.limits.chat)?;                             //   per call: those with `self`
+///   METHODS.get((k0,), || info, |key| { let o1 = size("budget(bytes)", MAX)?; Ok(chain) })? }
+/// ```
+fn method(args: &Args, service: &TokenStream, method_name: &str, receiver: Span) -> Result<TokenStream> {
+    let checked = chain_span(args);
+    let (get_or_init, get) = (Ident::new("get_or_init", checked), Ident::new("get", checked));
+    let info = quote!(|| __icpt::MethodInfo::new(#service, #method_name, __icpt_kind));
+    let mut values = Values::default();
+    let chain = chain(&args.items, &mut values)?;
+    if values.once.is_empty() && values.per_call.is_empty() {
+        return Ok(quote! {{
+            static __ICPT_SLOT: __icpt::Slot = __icpt::Slot::new();
+            __ICPT_SLOT.#get_or_init(#info, || #chain)
+        }});
+    }
+    let keys: Vec<Ident> = (0..values.per_call.len()).map(|n| format_ident!("__icpt_k{n}")).collect();
+    let evaluate = values.per_call.iter().zip(&keys).map(|(value, key)| {
+        let PerCall { convert, fallible, .. } = value;
+        // `self` in the attribute is the method's receiver, also when the
+        // attribute and the method come from different macro contexts.
+        let convert = respan_self(convert.clone(), receiver);
+        if !fallible {
+            return quote!(let #key = #convert;);
+        }
+        quote! {
+            let #key = match #convert {
+                ::core::result::Result::Ok(value) => value,
+                ::core::result::Result::Err(bad) => {
+                    return ::core::result::Result::Err(__ICPT_METHODS.bad(#service, #method_name, bad))
+                }
+            };
+        }
+    });
+    let from_key = values.per_call.iter().enumerate().map(|(n, value)| {
+        let (var, n) = (&value.var, syn::Index::from(n));
+        quote!(let #var = ::core::clone::Clone::clone(&__icpt_key.#n);)
+    });
+    let once = values.once.iter().map(|(var, convert)| quote!(let #var = #convert;));
+    let key_param = if keys.is_empty() { quote!(_) } else { quote!(__icpt_key) };
+    // The values must compare: an error about it points at the first.
+    let key = quote_spanned!(values.per_call.first().map_or_else(Span::call_site, |v| v.span)=> (#(#keys,)*));
+    Ok(quote! {{
+        static __ICPT_METHODS: __icpt::Methods = __icpt::Methods::new();
+        #(#evaluate)*
+        match __ICPT_METHODS.#get(
+            #key,
+            #info,
+            |#key_param| -> ::core::result::Result<_, __icpt::BadOption> {
+                #(#from_key)*
+                #(#once)*
+                ::core::result::Result::Ok(#chain)
+            },
+        ) {
+            ::core::result::Result::Ok(method) => method,
+            ::core::result::Result::Err(status) => return ::core::result::Result::Err(status),
+        }
+    }})
+}
+
+/// Every `self` in `tokens`, resolved as the method's receiver.
+fn respan_self(tokens: TokenStream, receiver: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|token| match token {
+            // Resolved as the receiver, shown where it was written.
+            TokenTree::Ident(i) if i == "self" => TokenTree::Ident(Ident::new("self", receiver.located_at(i.span()))),
+            TokenTree::Group(g) => {
+                let mut group = Group::new(g.delimiter(), respan_self(g.stream(), receiver));
+                group.set_span(g.span());
+                TokenTree::Group(group)
+            }
+            other => other,
+        })
+        .collect()
+}
+
+/// Where the errors of a chain that is not an interceptor point: its first
+/// `with` value.
+fn chain_span(args: &Args) -> Span {
+    args.items
+        .iter()
+        .find_map(|item| match item {
+            Interceptor::With(expr) => Some(expr.span()),
+            Interceptor::Builtin(_) => None,
+        })
+        .unwrap_or_else(Span::call_site)
+}
+
+/// The option values that are expressions: each is bound to a variable the
+/// chain uses.
+#[derive(Default)]
+struct Values {
+    /// Evaluated when the interceptors are built: `(variable, conversion)`.
+    once: Vec<(Ident, TokenStream)>,
+    /// Evaluated on every call, the method looked up by them.
+    per_call: Vec<PerCall>,
+}
+
+struct PerCall {
+    /// The variable the chain uses, taken from the key.
+    var: Ident,
+    /// The expression's.
+    span: Span,
+    /// `Result<value, BadOption>`, or the value when it cannot fail.
+    convert: TokenStream,
+    fallible: bool,
+}
+
+impl Values {
+    /// The variable that holds `expr`, converted by `convert` (a `Result`
+    /// with a `BadOption`).
+    fn bind(&mut self, expr: &Expr, convert: TokenStream) -> Ident {
+        let var = format_ident!("__icpt_o{}", self.once.len() + self.per_call.len());
+        if attr::mentions_self(expr) {
+            self.per_call.push(PerCall { var: var.clone(), span: expr.span(), convert, fallible: true });
+        } else {
+            self.once.push((var.clone(), quote!(#convert?)));
+        }
+        var
+    }
+
+    /// The variable that holds `expr`, evaluated on every call: a `with`
+    /// value, which cannot be bad.
+    fn bind_per_call(&mut self, expr: &Expr, value: TokenStream) -> Ident {
+        let var = format_ident!("__icpt_o{}", self.once.len() + self.per_call.len());
+        self.per_call.push(PerCall { var: var.clone(), span: expr.span(), convert: value, fallible: false });
+        var
+    }
+}
+
 /// The interceptors, in the order written: `Chain::new(a, Chain::new(b, c))`.
-fn chain(items: &[Interceptor]) -> Result<TokenStream> {
+fn chain(items: &[Interceptor], values: &mut Values) -> Result<TokenStream> {
     // Every interceptor that cannot be built is reported, not just the first.
-    let (built, errors): (Vec<_>, Vec<_>) = items.iter().map(interceptor).partition(Result::is_ok);
-    if let Some(error) = errors.into_iter().filter_map(Result::err).reduce(|mut all, e| {
-        all.combine(e);
-        all
-    }) {
+    let mut built = Vec::new();
+    let mut error: Option<Error> = None;
+    for item in items {
+        match interceptor(item, values) {
+            Ok(tokens) => built.push(tokens),
+            Err(e) => match &mut error {
+                Some(all) => all.combine(e),
+                None => error = Some(e),
+            },
+        }
+    }
+    if let Some(error) = error {
         return Err(error);
     }
-    let mut iter = built.into_iter().filter_map(Result::ok).rev();
+    let mut iter = built.into_iter().rev();
     let Some(last) = iter.next() else { return Ok(quote!(())) };
     Ok(iter.fold(last, |rest, first| quote!(__icpt::Chain::new(#first, #rest))))
 }
 
-fn interceptor(item: &Interceptor) -> Result<TokenStream> {
-    let rt = quote!(__icpt);
-    Ok(match item {
-        Interceptor::Monitor(m) => {
-            feature(&m.name, cfg!(any(test, feature = "monitor")))?;
-            let warn_size = opt_int(m.warn_size);
-            quote_spanned!(m.name.span()=> #rt::Monitor::new(#rt::MonitorConfig { warn_size: #warn_size }))
-        }
-        Interceptor::Rate(r) => {
-            feature(&r.name, cfg!(any(test, feature = "rate")))?;
-            let (recv, send, burst) = (opt_int(r.recv), opt_int(r.send), opt_int(r.burst));
-            let scope = Ident::new(if r.per_method { "Method" } else { "Stream" }, r.name.span());
-            let on_exceed = Ident::new(if r.reject { "Reject" } else { "Wait" }, r.name.span());
-            quote_spanned! {r.name.span()=>
-                #rt::Rate::new(#rt::RateConfig {
-                    recv: #recv, send: #send, burst: #burst,
-                    scope: #rt::RateScope::#scope, on_exceed: #rt::OnExceed::#on_exceed,
-                })
+fn interceptor(item: &Interceptor, values: &mut Values) -> Result<TokenStream> {
+    match item {
+        Interceptor::Builtin(b) => builtin(b, values),
+        Interceptor::With(expr) => Ok(with(expr, values)),
+    }
+}
+
+/// `Rate::new(RateConfig { recv: Some(10), send: Some(10), ..Default::default() })`,
+/// as the table's row says.
+fn builtin(b: &Configured, values: &mut Values) -> Result<TokenStream> {
+    let row = b.row;
+    if !row.enabled {
+        return Err(Error::new(
+            b.name.span(),
+            format!(
+                "the `{name}` interceptor is behind the `{feature}` feature of interceptor-runtime; enable it: \
+                 `interceptor-runtime = {{ .., features = [\"{feature}\"] }}`",
+                name = row.name,
+                feature = row.feature,
+            ),
+        ));
+    }
+    let mut fields = Vec::new();
+    for setting in &b.settings {
+        let value = match &setting.value {
+            Value::Int(n) => {
+                let n = attr::int(*n);
+                quote!(#n)
             }
-        }
-        Interceptor::Budget(b) => {
-            feature(&b.name, cfg!(any(test, feature = "budget")))?;
-            let (messages, bytes, streams) = (opt_int(b.messages), opt_int(b.bytes), opt_int(b.streams));
-            let (duration, idle) = (opt_duration(b.duration), opt_duration(b.idle));
-            quote_spanned! {b.name.span()=>
-                #rt::Budget::new(#rt::BudgetConfig {
-                    messages: #messages, bytes: #bytes, duration: #duration, idle: #idle, streams: #streams,
-                })
+            Value::Duration(d) => {
+                let nanos = attr::int(d.as_nanos() as u64);
+                quote!(::core::time::Duration::from_nanos(#nanos))
             }
+            Value::Choice(path) => {
+                let path: syn::Path = syn::parse_str(path)?;
+                quote!(__icpt::#path)
+            }
+            Value::Expr(expr) => {
+                let label = &setting.label;
+                let convert = match setting.kind {
+                    Kind::Int => quote_spanned!(expr.span()=> __icpt::int(#label, #expr)),
+                    Kind::Size => quote_spanned!(expr.span()=> __icpt::size(#label, #expr)),
+                    Kind::Duration => quote_spanned!(expr.span()=> __icpt::duration(#label, #expr)),
+                    // `attr` reads a choice as a word, never an expression.
+                    Kind::Choice(_) => return Err(Error::new(expr.span(), "expected a word")),
+                };
+                let var = values.bind(expr, convert);
+                quote!(#var)
+            }
+        };
+        let value = match setting.kind {
+            Kind::Choice(_) => value,
+            _ => quote!(::core::option::Option::Some(#value)),
+        };
+        for field in setting.fields {
+            let field = Ident::new(field, Span::call_site());
+            fields.push(quote!(#field: #value));
         }
-        Interceptor::With(expr) => with(expr),
+    }
+    let interceptor = Ident::new(row.interceptor, b.name.span());
+    let config = Ident::new(row.config, b.name.span());
+    // The options are the config's fields: those not given keep their
+    // default (and when all are given, there is nothing to fill in).
+    let given = b.settings.iter().flat_map(|s| s.fields).count();
+    if fields.is_empty() {
+        return Ok(quote_spanned!(b.name.span()=> __icpt::#interceptor::new(::core::default::Default::default())));
+    }
+    let rest = (given < row.options.len()).then(|| quote!(..::core::default::Default::default()));
+    Ok(quote_spanned! {b.name.span()=>
+        __icpt::#interceptor::new(__icpt::#config {
+            #(#fields,)*
+            #rest
+        })
     })
 }
 
-/// A user's interceptor, checked to implement the trait where it is written.
-fn with(expr: &Expr) -> TokenStream {
-    quote_spanned!(expr.span()=> __icpt::interceptor(#expr))
-}
-
-fn feature(name: &Ident, enabled: bool) -> Result<()> {
-    if enabled {
-        return Ok(());
-    }
-    Err(Error::new(
-        name.span(),
-        format!(
-            "the `{name}` interceptor is behind the `{name}` feature of interceptor-runtime; enable it: \
-             `interceptor-runtime = {{ version = \"0.1\", features = [\"{name}\"] }}`"
-        ),
-    ))
-}
-
-fn opt_int(n: Option<u64>) -> TokenStream {
-    match n {
-        Some(n) => {
-            let n = attr::int(n);
-            quote!(::core::option::Option::Some(#n))
-        }
-        None => quote!(::core::option::Option::None),
-    }
-}
-
-fn opt_duration(d: Option<std::time::Duration>) -> TokenStream {
-    match d {
-        Some(d) => {
-            let nanos = attr::int(d.as_nanos() as u64);
-            quote!(::core::option::Option::Some(::core::time::Duration::from_nanos(#nanos)))
-        }
-        None => quote!(::core::option::Option::None),
+/// A user's interceptor, checked to implement the trait where it is
+/// written; per call when it mentions `self`.
+fn with(expr: &Expr, values: &mut Values) -> TokenStream {
+    if attr::mentions_self(expr) {
+        let var = values.bind_per_call(expr, quote_spanned!(expr.span()=> __icpt::with_per_call(#expr)));
+        quote_spanned!(expr.span()=> __icpt::with(#var))
+    } else {
+        quote_spanned!(expr.span()=> __icpt::with(#expr))
     }
 }
 
@@ -365,47 +543,4 @@ fn proto_name(ident: &Ident) -> String {
             }
         })
         .collect()
-}
-
-/// `Result<Response<A>, E>` → `Result<Response<B>, E>`.
-fn replace_response(output: &Type, with: &Type) -> Type {
-    let mut output = output.clone();
-    if let Some(slot) = first_generic_mut(&mut output, "Result").and_then(|ok| first_generic_mut(ok, "Response")) {
-        *slot = with.clone();
-    }
-    output
-}
-
-fn first_generic_mut<'a>(ty: &'a mut Type, wrapper: &str) -> Option<&'a mut Type> {
-    let Type::Path(path) = ty else { return None };
-    let last = path.path.segments.last_mut()?;
-    if last.ident != wrapper {
-        return None;
-    }
-    let PathArguments::AngleBracketed(args) = &mut last.arguments else { return None };
-    match args.args.first_mut()? {
-        GenericArgument::Type(inner) => Some(inner),
-        _ => None,
-    }
-}
-
-/// Rewrites async_trait's own annotations of the output type (`None::<R>`,
-/// `let __ret: R`), leaving the user's body (any nested block) alone.
-struct Retype<'a> {
-    from: String,
-    to: &'a Type,
-}
-
-impl VisitMut for Retype<'_> {
-    fn visit_type_mut(&mut self, ty: &mut Type) {
-        if ty.to_token_stream().to_string() == self.from {
-            *ty = self.to.clone();
-        } else {
-            syn::visit_mut::visit_type_mut(self, ty);
-        }
-    }
-    fn visit_block_mut(&mut self, _: &mut Block) {}
-    fn visit_stmt_mut(&mut self, stmt: &mut Stmt) {
-        syn::visit_mut::visit_stmt_mut(self, stmt);
-    }
 }

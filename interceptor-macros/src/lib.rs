@@ -3,14 +3,21 @@
 //! Use it through `interceptor-runtime`, which re-exports it and holds the
 //! types the expansion calls; its documentation describes the attribute.
 //!
-//! - [`attr`]: the argument grammar, one `Parse` per rule.
-//! - [`handler`]: recognising a handler (as written, or as
-//!   `#[tonic::async_trait]` rewrote it) and its RPC kind.
+//! - [`builtins`]: the built-in interceptors, one row each, which the
+//!   grammar, its errors and the code generated all read.
+//! - [`attr`]: the argument grammar.
+//! - [`handler`]: recognising a handler's shape (as written, or as
+//!   `#[tonic::async_trait]` rewrote it); its types are left to the compiler.
+//! - [`method_attrs`]: a method's own `#[intercept]`s, also under `cfg_attr`.
+//! - [`assoc`]: the impl's `type XStream` and `Self::XStream` in its bodies.
 //! - [`expand`]: the code generated around the unchanged body.
 
+mod assoc;
 mod attr;
+mod builtins;
 mod expand;
 mod handler;
+mod method_attrs;
 
 use proc_macro::TokenStream;
 

@@ -157,36 +157,9 @@ fn method_position_client_streaming_with_user_interceptor() {
     );
 }
 
-/// What the response type says about the RPC kind: a message named
-/// `..Stream` is a message (message types are never generic); a generic
-/// `..Stream<..>`, `Self::X`, `Outbound<S>` and boxed streams are streams.
-#[test]
-fn response_kind_from_the_type() {
-    for (response, streaming) in [
-        (quote!(LiveStream), false),
-        (quote!(pb::Stream), false),
-        (quote!(Feature), false),
-        (quote!(Self::ListFeaturesStream), true),
-        (quote!(<Self as RouteGuide>::ListFeaturesStream), true),
-        (quote!(ReceiverStream<Result<Feature, Status>>), true),
-        (quote!(BoxStream<Feature>), true),
-        (quote!(Outbound<ReceiverStream<Result<Feature, Status>>>), true),
-        (quote!(Pin<Box<dyn Stream<Item = Result<Feature, Status>> + Send>>), true),
-    ] {
-        let expansion = expand(
-            quote!(monitor),
-            quote! {
-                async fn get(&self, request: Request<Point>) -> Result<Response<#response>, Status> {
-                    unimplemented!()
-                }
-            },
-        );
-        assert_eq!(expansion.contains("finish_stream"), streaming, "{response}: {expansion}");
-        assert_eq!(expansion.contains("finish_unary"), !streaming, "{response}: {expansion}");
-    }
-}
-
-/// Malformed arguments and items give a compile error, never a panic.
+/// Malformed arguments and items give a compile error, never a panic. (A
+/// request or return type that is not tonic's is the compiler's error, at
+/// that type: `tests/ui/not_a_handler.rs`.)
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
     let handler = quote!(
@@ -252,11 +225,6 @@ fn bad_input_is_an_error_not_a_panic() {
             }
         ),
         quote!(
-            async fn f(&self, request: Request<()>) -> Result<(), Status> {
-                todo!()
-            }
-        ),
-        quote!(
             fn f(&self, request: Request<()>) -> Pin<Box<dyn Future<Output = u32>>> {
                 Box::pin(async move { 1 })
             }
@@ -284,4 +252,102 @@ fn bad_input_is_an_error_not_a_panic() {
             Err(_) => panic!("`{shown}` panicked"),
         }
     }
+}
+
+/// tonic's interop server's shape: aliases, a boxed stream alias named as
+/// `Self::FullDuplexCallStream` in the body, and a method's option under
+/// `cfg_attr` (expanded once per condition).
+#[test]
+fn impl_position_aliases_and_cfg_attr() {
+    snapshot!(expand(
+        quote!(monitor),
+        quote! {
+            #[tonic::async_trait]
+            impl pb::test_service_server::TestService for TestService {
+                type FullDuplexCallStream = Stream<StreamingOutputCallResponse>;
+
+                #[cfg_attr(feature = "limits", intercept(rate = 5), doc = "Echoes.")]
+                async fn full_duplex_call(
+                    &self,
+                    req: Streaming<StreamingOutputCallRequest>,
+                ) -> Result<Self::FullDuplexCallStream> {
+                    let stream = try_stream! { yield reply() };
+                    Ok(Response::new(Box::pin(stream) as Self::FullDuplexCallStream))
+                }
+            }
+        }
+    ));
+}
+
+/// Option values given as expressions: once per method, or per call when
+/// they mention `self`.
+#[test]
+fn method_position_option_expressions() {
+    snapshot!(expand(
+        quote!(rate = self.limits.chat, budget(bytes = MAX_BYTES, duration = *TIMEOUT), with = self.auth.clone()),
+        quote! {
+            async fn record_route(&self, request: Request<Streaming<Point>>) -> tonic::Result<Response<RouteSummary>> {
+                Ok(Response::new(RouteSummary::default()))
+            }
+        }
+    ));
+}
+
+/// A body expanded already (an `#[intercept]` the impl's did not recognise)
+/// is an error, not a second interception.
+#[test]
+fn an_expanded_handler_is_not_expanded_again() {
+    let handler = quote! {
+        async fn get(&self, request: Request<Point>) -> Result<Response<Feature>, Status> {
+            Ok(Response::new(Feature::default()))
+        }
+    };
+    let once = crate::expand::intercept(quote!(monitor), handler).expect("expands");
+    let twice = crate::expand::intercept(quote!(rate = 5), once).map(|_| ()).unwrap_err();
+    assert!(twice.to_string().contains("already intercepted"), "{twice}");
+}
+
+/// In an impl, a response stream written as its type rather than
+/// `Self::XStream` would no longer match the trait once the type is wrapped:
+/// an error that says what to write.
+#[test]
+fn a_stream_type_written_out_in_an_impl_is_an_error() {
+    let error = crate::expand::intercept(
+        quote!(monitor),
+        quote! {
+            #[tonic::async_trait]
+            impl route_guide_server::RouteGuide for Guide {
+                type ListFeaturesStream = ReceiverStream<Result<Feature, Status>>;
+                async fn list_features(&self, request: Request<Rectangle>)
+                    -> Result<Response<ReceiverStream<Result<Feature, Status>>>, Status> {
+                    unimplemented!()
+                }
+            }
+        },
+    )
+    .map(|_| ())
+    .unwrap_err();
+    assert!(error.to_string().contains("write the response stream as `Self::ListFeaturesStream`"), "{error}");
+}
+
+/// A stream type's name inside another name, or the tail of a path, is not
+/// that type written out.
+#[test]
+fn a_stream_type_named_inside_another_is_not_written_out() {
+    let expanded = crate::expand::intercept(
+        quote!(monitor),
+        quote! {
+            #[tonic::async_trait]
+            impl echo_server::Echo for MyEcho {
+                type ChatStream = Chat;
+                async fn chat(&self, request: Request<Streaming<Note>>) -> Result<Response<Self::ChatStream>, Status> {
+                    unimplemented!()
+                }
+                async fn get(&self, request: Request<Note>) -> Result<Response<pb::Chat>, Status> {
+                    unimplemented!()
+                }
+            }
+        },
+    );
+    assert!(expanded.is_ok(), "{}", expanded.unwrap_err());
 }

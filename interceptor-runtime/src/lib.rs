@@ -34,12 +34,14 @@
 //! - `monitor`, `monitor(warn_size = "1MiB")`: counts, a `tracing` span per call,
 //!   per-method totals in [`stats`].
 //!
-//! In an impl, the attribute must be written above `#[tonic::async_trait]`;
-//! on a single method it may stand below it.
+//! On an impl, the attribute may stand above or below `#[tonic::async_trait]`;
+//! on a single method, below it. Option values may be expressions (see the
+//! README's "The attribute").
 #![warn(missing_docs)]
 
 mod builtin;
 mod engine;
+mod expansion;
 mod interceptor;
 pub mod stats;
 mod stream;
@@ -76,6 +78,10 @@ pub mod __private {
     #[cfg(feature = "rate")]
     pub use crate::builtin::rate::{OnExceed, Rate, RateConfig, RateScope};
     pub use crate::engine::{type_name_of, CallGuard, Method, MethodInfo, RpcKind, Run, Slot};
+    pub use crate::expansion::{
+        duration, in_shape, int, kind, out_shape, prelude, reply_probe, request_probe, size, with, with_per_call,
+        BadOption, HandlerRequest, HandlerResult, Methods,
+    };
     pub use crate::interceptor::{interceptor, Chain};
     pub use std::time::Duration;
 }

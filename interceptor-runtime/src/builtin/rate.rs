@@ -38,8 +38,9 @@ use crate::{
     interceptor::{Direction, Interceptor, MessageRef},
 };
 
-/// Options of `rate(..)`.
-#[derive(Clone, Debug)]
+/// Options of `rate(..)`; the default limits nothing (`recv` and `send` are
+/// `None`).
+#[derive(Clone, Debug, Default)]
 pub struct RateConfig {
     /// Messages per second from the client; `None`: no limit.
     pub recv: Option<u64>,
@@ -54,18 +55,20 @@ pub struct RateConfig {
 }
 
 /// Who shares a limiter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RateScope {
     /// Each stream has its own (the default).
+    #[default]
     Stream,
     /// All streams of the method share one per direction.
     Method,
 }
 
 /// What a message over the rate does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OnExceed {
     /// Waits for a permit (the default).
+    #[default]
     Wait,
     /// Ends the call with RESOURCE_EXHAUSTED.
     Reject,

@@ -123,6 +123,13 @@ fn shared_by_type<I: Interceptor>(
     method.downcast_ref().expect("keyed by the type it holds")
 }
 
+impl<I> Method<I> {
+    /// The method `info` with its `interceptors`.
+    pub(crate) fn new(info: MethodInfo, interceptors: I) -> Self {
+        Method { info, interceptors }
+    }
+}
+
 impl<I: Interceptor> Method<I> {
     /// The method's description.
     pub fn info(&self) -> &MethodInfo {
