@@ -27,8 +27,9 @@ use std::{
     time::Duration,
 };
 
-use tonic::Status;
+use tonic::{Request, Status};
 
+use super::Names;
 use crate::{
     engine::{Method, MethodInfo},
     interceptor::Interceptor,
@@ -309,11 +310,11 @@ impl Methods {
         }
     }
 
-    /// A value evaluated for this call is bad: the call ends with this
-    /// status.
+    /// A value evaluated for this call (of `request`, named by `names`) is
+    /// bad: the call ends with this status.
     #[cold]
-    pub fn bad(&'static self, service: &str, method: &str, bad: BadOption) -> Status {
-        self.report(&format!("/{service}/{method}"), &bad)
+    pub fn bad<T>(&'static self, names: Names<'_>, request: &Request<T>, bad: BadOption) -> Status {
+        self.report(&names.full_name(request), &bad)
     }
 
     /// Logs the first bad value of the method at ERROR (later ones at DEBUG,
