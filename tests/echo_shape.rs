@@ -13,11 +13,14 @@
 //! - where the attributes stand: the impl's below `#[tonic::async_trait]`,
 //!   a method's own `#[intercept]` and `#[cfg_attr(.., intercept(..))]`
 //!   inside an annotated impl (merged: never intercepted twice).
+//!
+//! The server has `MethodNamesLayer`: the methods are named as on the wire
+//! (`/echo.Echo/UnaryEcho`), also where the trait is imported.
 
 use std::{marker::PhantomData, pin::Pin, time::Duration};
 
 use async_stream::try_stream;
-use interceptor_runtime::{intercept, stats, RpcKind};
+use interceptor_runtime::{intercept, stats, MethodNamesLayer, RpcKind};
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, wrappers::TcpListenerStream, Stream, StreamExt};
 use tonic::{transport::Channel, Code, Request, Response, Status, Streaming};
@@ -235,6 +238,7 @@ async fn serve<S: Echo>(service: S) -> EchoClient<Channel> {
     let addr = listener.local_addr().expect("its address");
     tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(MethodNamesLayer)
             .add_service(pb::echo_server::EchoServer::new(service))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
@@ -284,29 +288,26 @@ async fn exercise(mut client: EchoClient<Channel>) -> Vec<String> {
     .expect("the calls end in time")
 }
 
-/// The totals of `method` of the service whose full names start with `prefix`.
-fn totals(prefix: &str, method: &str) -> stats::MethodSnapshot {
-    let suffix = format!("/{method}");
-    let found: Vec<_> =
-        stats::snapshot().into_iter().filter(|m| m.method.starts_with(prefix) && m.method.ends_with(&suffix)).collect();
-    assert_eq!(found.len(), 1, "one stats row for {prefix}..{suffix}: {found:#?}");
-    found.into_iter().next().expect("one")
+/// The totals of `method` of the service `/service/`.
+fn totals(service: &str, method: &str) -> stats::MethodSnapshot {
+    let full_name = format!("{service}{method}");
+    stats::method(&full_name).unwrap_or_else(|| panic!("no stats for {full_name}: {:#?}", stats::snapshot()))
 }
 
 /// Each method called once as `exercise` does: counted once, as its kind.
-fn assert_counted(prefix: &str) {
+fn assert_counted(service: &str) {
     for (method, kind, received, sent) in [
         ("UnaryEcho", RpcKind::Unary, 1, 1),
         ("ServerStreamingEcho", RpcKind::ServerStreaming, 1, 3),
         ("ClientStreamingEcho", RpcKind::ClientStreaming, 3, 1),
         ("BidirectionalStreamingEcho", RpcKind::Bidi, 3, 3),
     ] {
-        let seen = totals(prefix, method);
-        assert_eq!(seen.kind, kind, "{prefix} {method}");
+        let seen = totals(service, method);
+        assert_eq!(seen.kind, kind, "{service}{method}");
         assert_eq!(
             (seen.finished, seen.messages_received, seen.messages_sent),
             (1, received, sent),
-            "{prefix} {method}"
+            "{service}{method}"
         );
     }
 }
@@ -333,8 +334,10 @@ async fn real_tonic_shapes_compile_unchanged_answer_alike_and_are_counted() {
             "end"
         ]
     );
-    // Its trait is imported: the service is named after it (not `fixture.`).
-    assert_counted("/Echo/");
+    // Its trait is imported: the names are still the wire's, read from the
+    // requests, not guessed from the trait's name (`/Echo/..`).
+    assert_counted("/echo.Echo/");
+    assert!(stats::snapshot().iter().all(|m| !m.method.starts_with("/Echo/")), "{:#?}", stats::snapshot());
 
     // A generic impl, `tonic::Result`, concrete stream types.
     let plain = exercise(serve(PlainGenericEcho::<u8>::default()).await).await;

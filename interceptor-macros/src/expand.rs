@@ -50,7 +50,7 @@ pub(crate) fn intercept(args: TokenStream, item: TokenStream) -> Result<TokenStr
         Item::Impl(imp) => expand_impl(args, imp),
         Item::Fn(f) => {
             let site =
-                Site { args, default_service: quote!(__icpt::type_name_of::<Self>()), streams: StreamTypes::none() };
+                Site { args, guessed_service: quote!(__icpt::type_name_of::<Self>()), streams: StreamTypes::none() };
             let methods = site.method(f.attrs, &f.vis, &f.sig, &f.block)?;
             Ok(quote!(#(#methods)*))
         }
@@ -71,11 +71,33 @@ fn first_token(item: &Item) -> Span {
 }
 
 /// Where the handlers being expanded are: the impl's options, the service
-/// name to use when none is given, and the impl's stream types.
+/// name to guess when neither the attribute nor the request gives one, and
+/// the impl's stream types.
 struct Site {
     args: Args,
-    default_service: TokenStream,
+    guessed_service: TokenStream,
     streams: StreamTypes,
+}
+
+/// The service names the macro knows for a handler: the one written
+/// (`service = ..`), which wins over the request's, and the guess, used when
+/// the request names no method (see the runtime's `expansion::names`).
+struct Names<'a> {
+    given: Option<TokenStream>,
+    guess: &'a TokenStream,
+}
+
+impl Names<'_> {
+    /// `Names::given(SERVICE, "Method")` or `Names::guessed(GUESS, "Method")`.
+    fn of(&self, method_name: &str) -> TokenStream {
+        match &self.given {
+            Some(service) => quote!(__icpt::Names::given(#service, #method_name)),
+            None => {
+                let guess = self.guess;
+                quote!(__icpt::Names::guessed(#guess, #method_name))
+            }
+        }
+    }
 }
 
 /// Input:
@@ -99,7 +121,7 @@ fn expand_impl(args: Args, mut imp: ItemImpl) -> Result<TokenStream> {
         ));
     };
     // tonic-build puts `pub const SERVICE_NAME` beside the trait.
-    let default_service = if trait_path.segments.len() >= 2 {
+    let guessed_service = if trait_path.segments.len() >= 2 {
         let mut module = trait_path.clone();
         module.segments.pop();
         quote!(#module SERVICE_NAME)
@@ -107,7 +129,7 @@ fn expand_impl(args: Args, mut imp: ItemImpl) -> Result<TokenStream> {
         let name = trait_path.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
         quote!(#name)
     };
-    let site = Site { args, default_service, streams: StreamTypes::of(&imp) };
+    let site = Site { args, guessed_service, streams: StreamTypes::of(&imp) };
     if let Some(error) = StreamTypes::written_out(&imp) {
         return Err(error);
     }
@@ -163,11 +185,9 @@ impl Site {
             .variants(&self.args)
             .into_iter()
             .map(|variant| {
-                let service = match &variant.args.service {
-                    Some(s) => quote!(#s),
-                    None => self.default_service.clone(),
-                };
-                expand_fn(&variant.args, &service, &variant.attrs, vis, sig, block, &handler, &self.streams)
+                let names =
+                    Names { given: variant.args.service.as_ref().map(|s| quote!(#s)), guess: &self.guessed_service };
+                expand_fn(&variant.args, &names, &variant.attrs, vis, sig, block, &handler, &self.streams)
             })
             .collect()
     }
@@ -190,7 +210,7 @@ impl Site {
 #[allow(clippy::too_many_arguments)]
 fn expand_fn(
     args: &Args,
-    service: &TokenStream,
+    names: &Names<'_>,
     attrs: &[Attribute],
     vis: &Visibility,
     sig: &Signature,
@@ -203,7 +223,7 @@ fn expand_fn(
         Some(syn::FnArg::Receiver(r)) => r.self_token.span,
         _ => Span::call_site(),
     };
-    let method = method(args, service, &method_name, receiver)?;
+    let method = method(args, &names.of(&method_name), receiver)?;
     // The chain must be an interceptor: only a `with` value can fail to be
     // one, and that error is reported at it; the places that require it
     // point there too, so that the compiler reports it once.
@@ -287,17 +307,19 @@ fn expand_fn(
 }
 
 /// The method's interceptors, built once per method, or per distinct value
-/// of the options that mention `self`:
+/// of the options that mention `self`; its `MethodInfo` is built from the
+/// request that builds them (`names` is `Names::guessed(..)` or
+/// `Names::given(..)`):
 /// ```text
-/// { static SLOT: Slot; SLOT.get_or_init(|| info, || chain) }             // every value a literal
+/// { static SLOT: Slot; SLOT.get_or_init(|| names.info(&request, kind), || chain) }   // every value a literal
 /// { static METHODS: Methods;                                             // some expressions
 ///   let k0 = int("rate", self.limits.chat)?;                             //   per call: those with `self`
-///   METHODS.get((k0,), || info, |key| { let o1 = size("budget(bytes)", MAX)?; Ok(chain) })? }
+///   METHODS.get((k0,), || names.info(&request, kind), |key| { let o1 = size("budget(bytes)", MAX)?; Ok(chain) })? }
 /// ```
-fn method(args: &Args, service: &TokenStream, method_name: &str, receiver: Span) -> Result<TokenStream> {
+fn method(args: &Args, names: &TokenStream, receiver: Span) -> Result<TokenStream> {
     let checked = chain_span(args);
     let (get_or_init, get) = (Ident::new("get_or_init", checked), Ident::new("get", checked));
-    let info = quote!(|| __icpt::MethodInfo::new(#service, #method_name, __icpt_kind));
+    let info = quote!(|| #names.info(&__icpt_request, __icpt_kind));
     let mut values = Values::default();
     let chain = chain(&args.items, &mut values)?;
     if values.once.is_empty() && values.per_call.is_empty() {
@@ -319,7 +341,7 @@ fn method(args: &Args, service: &TokenStream, method_name: &str, receiver: Span)
             let #key = match #convert {
                 ::core::result::Result::Ok(value) => value,
                 ::core::result::Result::Err(bad) => {
-                    return ::core::result::Result::Err(__ICPT_METHODS.bad(#service, #method_name, bad))
+                    return ::core::result::Result::Err(__ICPT_METHODS.bad(#names, &__icpt_request, bad))
                 }
             };
         }

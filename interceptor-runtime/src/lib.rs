@@ -37,12 +37,21 @@
 //! On an impl, the attribute may stand above or below `#[tonic::async_trait]`;
 //! on a single method, below it. Option values may be expressions (see the
 //! README's "The attribute").
+//!
+//! # Method names
+//! Stats, spans and metrics name a method as clients call it
+//! (`/package.Service/Method`) when the server has [`MethodNamesLayer`]:
+//! tonic's generated server does not tell a handler which method was called.
+//! Without it, the names are guessed from the Rust code, and the method's
+//! [`MethodInfo`] says so ([`NameSource::Guessed`]); `service = ".."` sets
+//! the service name in any case.
 #![warn(missing_docs)]
 
 mod builtin;
 mod engine;
 mod expansion;
 mod interceptor;
+mod method_names;
 pub mod stats;
 mod stream;
 
@@ -59,8 +68,9 @@ pub use builtin::monitor;
 #[cfg(feature = "rate")]
 pub use builtin::rate;
 
-pub use engine::{CallContext, CallRef, CallStats, MethodInfo, Outcome, RpcKind};
+pub use engine::{CallContext, CallRef, CallStats, MethodInfo, NameSource, Outcome, RpcKind};
 pub use interceptor::{Chain, ChainStream, Direction, Interceptor, MessageRef};
+pub use method_names::{MethodNames, MethodNamesLayer};
 pub use stream::{Inbound, Outbound, OutboundStream};
 
 /// Wraps tonic handlers' streams with interceptors; see the [crate docs](crate).
@@ -80,7 +90,7 @@ pub mod __private {
     pub use crate::engine::{type_name_of, CallGuard, Method, MethodInfo, RpcKind, Run, Slot};
     pub use crate::expansion::{
         duration, in_shape, int, kind, out_shape, prelude, reply_probe, request_probe, size, with, with_per_call,
-        BadOption, HandlerRequest, HandlerResult, Methods,
+        BadOption, HandlerRequest, HandlerResult, Methods, Names,
     };
     pub use crate::interceptor::{interceptor, Chain};
     pub use std::time::Duration;

@@ -10,6 +10,9 @@
 //!   or bidi handler takes.
 //! - [`probe`] marks a request so that the call it starts can be read back:
 //!   live stats, and the [`Outcome`] once it has ended.
+//! - [`set_grpc_path`] names the call as a client would call it
+//!   (`/package.Service/Method`); without it the method's names are guessed
+//!   from the Rust code.
 //! - [`collect`] / [`collect_n`] read a handler's response stream to its end,
 //!   or read `n` messages and then drop it as a client that goes away would.
 //!
@@ -281,6 +284,23 @@ pub fn probe<T>(request: &mut Request<T>) -> CallProbe {
     let probe = Probe::default();
     request.extensions_mut().insert(probe.clone());
     CallProbe(probe.0)
+}
+
+/// Gives `request` the path a client would call, `/package.Service/Method`,
+/// as [`MethodNamesLayer`](crate::MethodNamesLayer) does on a server. A
+/// method takes its names from its first call: a handler called directly
+/// without it (and without `service = ".."`) is named by a guess from the
+/// Rust code, for the rest of the process (see
+/// [`NameSource`](crate::NameSource)).
+///
+/// # Panics
+/// If `path` is not a gRPC method's path (`/package.Service/Method`).
+pub fn set_grpc_path<T>(request: &mut Request<T>, path: &str) {
+    let parsed = http::uri::PathAndQuery::try_from(path).ok().filter(|_| crate::method_names::split(path).is_some());
+    let Some(parsed) = parsed else {
+        panic!("set_grpc_path: `{path}` is not a gRPC method's path; write it as `/package.Service/Method`")
+    };
+    request.extensions_mut().insert(crate::method_names::RequestPath(parsed));
 }
 
 /// What a handler's response stream carried.

@@ -38,6 +38,9 @@ impl RpcKind {
 }
 
 /// The method an interceptor is attached to.
+///
+/// Built on the method's first call, from the names that call's request
+/// carries (see [`NameSource`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct MethodInfo {
     /// Fully qualified service, e.g. `routeguide.RouteGuide`.
@@ -48,23 +51,53 @@ pub struct MethodInfo {
     pub full_name: &'static str,
     /// The RPC kind, read from the handler's signature.
     pub kind: RpcKind,
+    /// Where `service` and `method` came from: the wire, the attribute, or a
+    /// guess from the Rust code.
+    pub names: NameSource,
+}
+
+/// Where a [`MethodInfo`]'s names came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NameSource {
+    /// The method's first call: the path the server routed it by (recorded
+    /// by [`MethodNamesLayer`](crate::MethodNamesLayer)) or the request's
+    /// `tonic::GrpcMethod`. Exactly as clients call the method.
+    Request,
+    /// The service as written in `service = ".."` (or given to
+    /// [`MethodInfo::new`]); the method as the request names it, or, when it
+    /// names none, derived from the handler's name.
+    Given,
+    /// Guessed from the Rust code, because the first call's request named no
+    /// method (a server without `MethodNamesLayer`, a handler called
+    /// directly): the service is the trait's module's `SERVICE_NAME` for an
+    /// impl of `module::Trait`, else the trait's name (`Echo`), else, on a
+    /// single method, the impl type's name; the method is the handler's name
+    /// in upper camel case (`get_http_status` gives `GetHttpStatus`).
+    Guessed,
 }
 
 impl MethodInfo {
     /// Describes a method; the strings are leaked once per method.
     pub fn new(service: &str, method: &str, kind: RpcKind) -> Self {
+        MethodInfo::named(service, method, kind, NameSource::Given)
+    }
+
+    /// Describes a method whose names came from `names`.
+    pub(crate) fn named(service: &str, method: &str, kind: RpcKind, names: NameSource) -> Self {
         let full_name = format!("/{service}/{method}");
         MethodInfo {
             service: Box::leak(service.into()),
             method: Box::leak(method.into()),
             full_name: Box::leak(full_name.into_boxed_str()),
             kind,
+            names,
         }
     }
 }
 
-/// `my_crate::Guide<T>` → `"Guide"`: the service name used when the attribute
-/// sits on a single method and no `service = ..` is given.
+/// `my_crate::Guide<T>` → `"Guide"`: the service name guessed when the
+/// attribute sits on a single method, no `service = ..` is given and the
+/// first call's request names no method.
 pub fn type_name_of<T: ?Sized>() -> &'static str {
     let name = std::any::type_name::<T>();
     let name = name.split('<').next().unwrap_or(name);
@@ -89,7 +122,12 @@ impl Slot {
         Slot(OnceLock::new())
     }
 
-    /// The method's interceptors, built by `build` on the first call.
+    /// The method's interceptors, built by `build` on the first call, and
+    /// its description, by `info` from that call's request (its names: see
+    /// [`NameSource`]). A generic impl's handler has one slot for all its
+    /// types: they share one `MethodInfo` (they serve one trait, so one
+    /// service), unless the interceptors' type differs (then one per type,
+    /// alike).
     pub fn get_or_init<I: Interceptor>(
         &'static self,
         info: impl FnOnce() -> MethodInfo,

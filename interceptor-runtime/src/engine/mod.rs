@@ -124,6 +124,6 @@ pub use guard::{CallGuard, Run};
 pub use handle::DirectionHandle;
 use handle::{CellPtr, VTableOf};
 pub(crate) use method::ErasedMethod;
-pub use method::{type_name_of, Method, MethodInfo, RpcKind, Slot};
+pub use method::{type_name_of, Method, MethodInfo, NameSource, RpcKind, Slot};
 use outcome::gone;
 pub use outcome::Outcome;

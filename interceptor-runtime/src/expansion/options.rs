@@ -27,8 +27,9 @@ use std::{
     time::Duration,
 };
 
-use tonic::Status;
+use tonic::{Request, Status};
 
+use super::Names;
 use crate::{
     engine::{Method, MethodInfo},
     interceptor::Interceptor,
@@ -230,6 +231,8 @@ pub const MAX_PER_METHOD: usize = 64;
 /// `OnceLock`; a call compares its values with each entry's in turn.
 pub struct Methods {
     cache: OnceLock<Box<dyn Any + Send + Sync>>,
+    /// The method's `/package.Service/Method`, once an entry has been built.
+    full_name: OnceLock<&'static str>,
     /// A bad value was logged for this method.
     reported: AtomicBool,
 }
@@ -256,7 +259,7 @@ impl Methods {
     #[allow(clippy::new_without_default)]
     /// An empty cache, for a `static`.
     pub const fn new() -> Self {
-        Methods { cache: OnceLock::new(), reported: AtomicBool::new(false) }
+        Methods { cache: OnceLock::new(), full_name: OnceLock::new(), reported: AtomicBool::new(false) }
     }
 
     /// The method's interceptors for the values `key`: those of an earlier
@@ -281,10 +284,13 @@ impl Methods {
             link = &entry.next;
             seen += 1;
         }
-        let info = info();
+        // Past the bound, no description is built (its names are leaked):
+        // the call ends with the earlier entries' name.
         if seen >= MAX_PER_METHOD {
-            return Err(self.too_many(&info));
+            return Err(self.too_many());
         }
+        let info = info();
+        self.full_name.get_or_init(|| info.full_name);
         let method = match build(&key) {
             Ok(interceptors) => Ok(Method::new(info, interceptors)),
             Err(bad) => Err(self.report(info.full_name, &bad)),
@@ -309,11 +315,11 @@ impl Methods {
         }
     }
 
-    /// A value evaluated for this call is bad: the call ends with this
-    /// status.
+    /// A value evaluated for this call (of `request`, named by `names`) is
+    /// bad: the call ends with this status.
     #[cold]
-    pub fn bad(&'static self, service: &str, method: &str, bad: BadOption) -> Status {
-        self.report(&format!("/{service}/{method}"), &bad)
+    pub fn bad<T>(&'static self, names: Names<'_>, request: &Request<T>, bad: BadOption) -> Status {
+        self.report(&names.full_name(request), &bad)
     }
 
     /// Logs the first bad value of the method at ERROR (later ones at DEBUG,
@@ -329,12 +335,12 @@ impl Methods {
     }
 
     #[cold]
-    fn too_many(&self, info: &MethodInfo) -> Status {
+    fn too_many(&self) -> Status {
         let why = format!(
             "more than {MAX_PER_METHOD} distinct values of the options that mention `self`, which are evaluated \
              on every call: they should be fixed per service instance"
         );
-        self.report(info.full_name, &BadOption::new("self", why))
+        self.report(self.full_name.get().copied().unwrap_or("(this method)"), &BadOption::new("self", why))
     }
 
     /// The cache of this `(K, I)`.
@@ -412,8 +418,10 @@ mod tests {
         for n in 0..MAX_PER_METHOD as u64 {
             METHODS.get(n, info, |_| Ok(())).unwrap();
         }
-        let status = METHODS.get(u64::MAX, info, |_| Ok(())).map(drop).unwrap_err();
+        let not_built = || -> MethodInfo { panic!("described past the bound (its names leaked on every call)") };
+        let status = METHODS.get(u64::MAX, not_built, |_| Ok(())).map(drop).unwrap_err();
         assert_eq!(status.code(), tonic::Code::Internal);
         assert!(status.message().contains("more than 64 distinct values"), "{}", status.message());
+        assert!(status.message().starts_with("/test.Many/Get: "), "{}", status.message());
     }
 }
