@@ -41,12 +41,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
-        Server::builder().add_service(RouteGuideServer::new(Guide::default())).serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            async {
+        Server::builder()
+            // How calls really end (a cancelled upload, a response the client
+            // never got): see the README's "How a call ends".
+            .layer(interceptor_runtime::CallEndLayer::new())
+            .add_service(RouteGuideServer::new(Guide::default()))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stopped.await;
-            },
-        ),
+            }),
     );
     println!("routeguide server on {addr}");
 
