@@ -17,6 +17,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = format!("http://{}", listener.local_addr()?);
     tokio::spawn(
         Server::builder()
+            .layer(interceptor_runtime::CallEndLayer::new())
             .add_service(RouteGuideServer::new(SecureGuide::default()))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );

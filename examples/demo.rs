@@ -45,6 +45,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = tokio::spawn(
         Server::builder()
             .layer(MethodNamesLayer)
+            // How calls really end (a cancelled upload, a response the client
+            // never got): see the README's "How a call ends".
+            .layer(interceptor_runtime::CallEndLayer::new())
             .add_service(RouteGuideServer::new(Guide::default()))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stopped.await;

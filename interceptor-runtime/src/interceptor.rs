@@ -5,7 +5,10 @@ use std::task::{Context, Poll};
 
 use tonic::{metadata::MetadataMap, Status};
 
-use crate::engine::CallContext;
+use crate::engine::{
+    panic::{self, blaming},
+    CallContext,
+};
 
 /// Which way a message travels, seen from the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -97,6 +100,12 @@ impl<'a, M> MessageRef<'a, M> {
 ///
 /// A rejection ends the whole call with that status: the handler sees it on
 /// its inbound stream and the client receives it as the final status.
+///
+/// A hook that panics is caught: the panic is logged (a `tracing` ERROR
+/// naming the method, the interceptor and the hook), the call ends with
+/// INTERNAL, and every interceptor that started still hears `on_end`. A
+/// panic in `on_end` is logged and the others' `on_end` still run; the call's
+/// outcome, set before, stands.
 ///
 /// Interceptors are built once per method and shared by all its calls, so
 /// `&self` state (a shared limiter, a counter) is per method.
@@ -231,6 +240,10 @@ fn rejected_by(ctx: &CallContext, name: &'static str, status: Status) -> Status 
 /// [`Interceptor::on_end`], which runs `B` first (like unwinding a stack).
 ///
 /// Nested, `Chain` composes any number statically: no boxing per message.
+///
+/// A link that panics is named in the log of the panic, which the engine
+/// catches. A panic in `on_start` is caught here, and ends the links that
+/// had started; one in `on_end`, so that the other links are still ended.
 #[derive(Clone, Debug, Default)]
 pub struct Chain<A, B> {
     first: A,
@@ -263,16 +276,13 @@ impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
     }
 
     fn on_start(&self, ctx: &CallContext, metadata: &MetadataMap) -> Result<Self::Call, Status> {
-        let first = self.first.on_start(ctx, metadata).inspect_err(|_| {
-            ctx.mark_ended_by(self.first.name());
-        })?;
-        match self.second.on_start(ctx, metadata) {
+        let first = start_link(&self.first, ctx, metadata)?;
+        match start_link(&self.second, ctx, metadata) {
             Ok(second) => Ok((first, second)),
             Err(status) => {
                 // The first one started: it hears how the call ended.
-                ctx.mark_ended_by(self.second.name());
                 ctx.set_outcome(&Err(status.clone()));
-                self.first.on_end(&first, ctx);
+                end_link(&self.first, &first, ctx);
                 Err(status)
             }
         }
@@ -280,8 +290,8 @@ impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
 
     fn on_stream(&self, call: &Self::Call, ctx: &CallContext, direction: Direction) -> Self::Stream {
         ChainStream {
-            first: self.first.on_stream(&call.0, ctx, direction),
-            second: self.second.on_stream(&call.1, ctx, direction),
+            first: blaming(ctx, &self.first, "on_stream", || self.first.on_stream(&call.0, ctx, direction)),
+            second: blaming(ctx, &self.second, "on_stream", || self.second.on_stream(&call.1, ctx, direction)),
             first_passed: false,
         }
     }
@@ -295,16 +305,20 @@ impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
         msg: &MessageRef<'_, M>,
     ) -> Poll<Result<(), Status>> {
         if !stream.first_passed {
-            match self.first.poll_message(&call.0, &mut stream.first, cx, msg) {
+            let first = &mut stream.first;
+            match blaming(msg.ctx, &self.first, "poll_message", || self.first.poll_message(&call.0, first, cx, msg)) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(status)) => return Poll::Ready(Err(rejected_by(msg.ctx, self.first.name(), status))),
                 Poll::Ready(Ok(())) => stream.first_passed = true,
             }
         }
-        let result = match self.second.poll_message(&call.1, &mut stream.second, cx, msg) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(result) => result,
-        };
+        let second = &mut stream.second;
+        let result =
+            match blaming(msg.ctx, &self.second, "poll_message", || self.second.poll_message(&call.1, second, cx, msg))
+            {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(result) => result,
+            };
         stream.first_passed = false;
         match result {
             Ok(()) => Poll::Ready(Ok(())),
@@ -319,8 +333,9 @@ impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
         stream: &mut Self::Stream,
         msg: &MessageRef<'_, M>,
     ) {
-        self.first.on_delivered(&call.0, &mut stream.first, msg);
-        self.second.on_delivered(&call.1, &mut stream.second, msg);
+        let (first, second) = (&mut stream.first, &mut stream.second);
+        blaming(msg.ctx, &self.first, "on_delivered", || self.first.on_delivered(&call.0, first, msg));
+        blaming(msg.ctx, &self.second, "on_delivered", || self.second.on_delivered(&call.1, second, msg));
     }
 
     fn poll_interrupt(
@@ -330,18 +345,38 @@ impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
         ctx: &CallContext,
         cx: &mut Context<'_>,
     ) -> Poll<Status> {
-        if let Poll::Ready(status) = self.first.poll_interrupt(&call.0, &mut stream.first, ctx, cx) {
+        let (first, second) = (&mut stream.first, &mut stream.second);
+        let polled = blaming(ctx, &self.first, "poll_interrupt", || self.first.poll_interrupt(&call.0, first, ctx, cx));
+        if let Poll::Ready(status) = polled {
             ctx.mark_ended_by(self.first.name());
             return Poll::Ready(status);
         }
-        let status = std::task::ready!(self.second.poll_interrupt(&call.1, &mut stream.second, ctx, cx));
+        let polled =
+            blaming(ctx, &self.second, "poll_interrupt", || self.second.poll_interrupt(&call.1, second, ctx, cx));
+        let status = std::task::ready!(polled);
         ctx.mark_ended_by(self.second.name());
         Poll::Ready(status)
     }
 
     fn on_end(&self, call: &Self::Call, ctx: &CallContext) {
-        self.second.on_end(&call.1, ctx);
-        self.first.on_end(&call.0, ctx);
+        end_link(&self.second, &call.1, ctx);
+        end_link(&self.first, &call.0, ctx);
+    }
+}
+
+/// Starts one link of a [`Chain`]. Its rejection, or its panic (caught,
+/// logged, INTERNAL), names it as the interceptor that ended the call.
+fn start_link<A: Interceptor>(link: &A, ctx: &CallContext, metadata: &MetadataMap) -> Result<A::Call, Status> {
+    let started = panic::catch(|| link.on_start(ctx, metadata))
+        .unwrap_or_else(|payload| Err(panic::caught_in_hook(ctx, link, "on_start", payload)));
+    started.inspect_err(|_| ctx.mark_ended_by(panic::name_of(link)))
+}
+
+/// Ends one link of a [`Chain`]; its panic is caught and logged, so that the
+/// links before it are ended too.
+fn end_link<A: Interceptor>(link: &A, call: &A::Call, ctx: &CallContext) {
+    if let Err(payload) = panic::catch(|| link.on_end(call, ctx)) {
+        let _ = panic::caught_in_hook(ctx, link, "on_end", payload);
     }
 }
 
@@ -407,7 +442,7 @@ mod tests {
     fn ctx() -> CallContext {
         let slot = Box::leak(Box::new(Slot::new()));
         let method = slot.get_or_init(|| MethodInfo::new("test.Svc", "M", RpcKind::Bidi), || ());
-        CallContext::new(ErasedMethod::new(method), None)
+        CallContext::new(ErasedMethod::new(method), None, None)
     }
 
     #[test]

@@ -30,6 +30,14 @@
 //! per message in each direction, one after. Those named in one attribute are
 //! composed statically with [`Chain`], in the order written.
 //!
+//! Some endings are only seen below tonic: a client that cancels an upload
+//! looks like a clean end of the stream to a handler, and a response the
+//! handler returned is not yet one the client received. One line in the
+//! server's setup, `Server::builder().layer(CallEndLayer::new())` (see
+//! [`transport`]), lets each call end as it really ended. A panic of the
+//! handler, of its response stream or of an interceptor is caught: the
+//! client gets INTERNAL and the call ends INTERNAL.
+//!
 //! # The attribute
 //! - `monitor`, `monitor(warn_size = "1MiB")`: counts, a `tracing` span per call,
 //!   per-method totals in [`stats`].
@@ -54,6 +62,7 @@ mod interceptor;
 mod method_names;
 pub mod stats;
 mod stream;
+pub mod transport;
 
 #[cfg(feature = "metrics")]
 #[path = "metrics_export.rs"]
@@ -72,6 +81,7 @@ pub use engine::{CallContext, CallRef, CallStats, MethodInfo, NameSource, Outcom
 pub use interceptor::{Chain, ChainStream, Direction, Interceptor, MessageRef};
 pub use method_names::{MethodNames, MethodNamesLayer};
 pub use stream::{Inbound, Outbound, OutboundStream};
+pub use transport::CallEndLayer;
 
 /// Wraps tonic handlers' streams with interceptors; see the [crate docs](crate).
 pub use interceptor_macros::intercept;

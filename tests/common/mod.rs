@@ -9,12 +9,14 @@ use interceptor_examples::pb::{
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Channel;
 
-/// Serves `service` on a free loopback port until the test's runtime ends.
+/// Serves `service` on a free loopback port until the test's runtime ends,
+/// with `CallEndLayer` as the README's setup has it.
 pub async fn serve<S: RouteGuide>(service: S) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
     let addr = listener.local_addr().expect("its address");
     tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(interceptor_runtime::CallEndLayer::new())
             .add_service(RouteGuideServer::new(service))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );

@@ -13,8 +13,11 @@ use std::{
 
 use tonic::Status;
 
-use super::{flag, gone, CallContext, CellPtr, DirectionHandle, HasContext, Method, VTableOf};
-use crate::interceptor::{Direction, Interceptor};
+use super::{flag, gone, panic, CallContext, CellPtr, DirectionHandle, HasContext, Method, VTableOf};
+use crate::{
+    interceptor::{Direction, Interceptor},
+    transport::Deferred,
+};
 
 /// Calls whose cell is alive; see [`crate::stats::live_calls`].
 pub(crate) static LIVE_CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -72,6 +75,10 @@ impl<I: Interceptor> CallCell<I> {
 
     /// Ends the call; the first caller wins. An interceptor's terminal status
     /// takes precedence over what the handler or stream reported.
+    ///
+    /// The interceptors' `on_end` runs here, exactly once; a panic in it is
+    /// caught and logged (a `Chain` catches each link's, so that the others
+    /// still run), and the call ends all the same.
     pub(super) fn finalize(&self, result: Result<(), Status>) -> Result<(), Status> {
         let result = match self.ctx.terminal_status() {
             Some(status) => Err(status.clone()),
@@ -82,9 +89,28 @@ impl<I: Interceptor> CallCell<I> {
             self.ctx.terminate(status);
         }
         if self.ctx.set_outcome(&result) {
-            self.method().interceptors.on_end(&self.call_state, &self.ctx);
+            let interceptors = &self.method().interceptors;
+            if let Err(payload) = panic::catch(|| interceptors.on_end(&self.call_state, &self.ctx)) {
+                let _ = panic::caught_in_hook(&self.ctx, interceptors, "on_end", payload);
+            }
         }
         result
+    }
+
+    /// The server's side of the call is done with `result`: the handler's
+    /// unary response passed, or its response stream ended. An OK is final
+    /// once the response's end has been handed to HTTP/2, when
+    /// [`CallEndLayer`](crate::CallEndLayer) watches the call: until then
+    /// the layer's tap holds the call, and a response dropped first ends it
+    /// CANCELLED. Anything else, or without the layer, ends the call now.
+    pub(super) fn complete(self: &Arc<Self>, result: Result<(), Status>) -> Result<(), Status> {
+        if let (Ok(()), None, Some(tap)) = (&result, self.ctx.terminal_status(), self.ctx.tap()) {
+            return match tap.hold_until_sent(self.clone()) {
+                None => Ok(()),
+                Some(result) => self.finalize(result),
+            };
+        }
+        self.finalize(result)
     }
 
     /// Makes the one [`DirectionHandle`] of `direction`.
@@ -125,8 +151,18 @@ impl<I: Interceptor> CallCell<I> {
         // SAFETY: I1: the caller owns the direction, so nothing else reads
         // or writes its state while this `&mut` lives.
         let state = unsafe { &mut *self.direction_state(direction).0.get() };
-        if state.is_none() {
-            *state = Some(self.method().interceptors.on_stream(&self.call_state, &self.ctx, direction));
+        // A call already over starts no direction: its wrapper yields the
+        // terminal status.
+        if state.is_none() && self.ctx.terminal_status().is_none() {
+            let interceptors = &self.method().interceptors;
+            match panic::catch(|| interceptors.on_stream(&self.call_state, &self.ctx, direction)) {
+                Ok(made) => *state = Some(made),
+                // The direction has no state: its wrapper yields the
+                // terminal status, and the call ends with it.
+                Err(payload) => {
+                    self.ctx.terminate(&panic::caught_in_hook(&self.ctx, interceptors, "on_stream", payload))
+                }
+            }
         }
         state
     }
@@ -140,10 +176,18 @@ impl<I: Interceptor> CallCell<I> {
     }
 }
 
+/// What the layer's tap holds of a call whose OK waits for its response's
+/// end.
+impl<I: Interceptor> Deferred for CallCell<I> {
+    fn finish(&self, result: Result<(), Status>) {
+        let _ = self.finalize(result);
+    }
+}
+
 impl<I: Interceptor> Drop for CallCell<I> {
     fn drop(&mut self) {
+        LIVE_CALLS.fetch_sub(1, Ordering::Relaxed);
         // Every path finalizes before this; this is the backstop.
         let _ = self.finalize(Err(gone()));
-        LIVE_CALLS.fetch_sub(1, Ordering::Relaxed);
     }
 }

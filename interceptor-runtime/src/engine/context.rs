@@ -23,7 +23,7 @@ use super::{
     },
     CallStats, Counters, ErasedMethod, MethodInfo, Outcome,
 };
-use crate::interceptor::Direction;
+use crate::{interceptor::Direction, transport::Tap};
 
 /// An `Instant` as signed nanoseconds from a process-wide origin: 8 bytes,
 /// where tokio's `Instant` takes 16. Exact both ways, and signed because a
@@ -71,6 +71,10 @@ pub struct CallContext {
     /// The `Method<I>` that started the call (I5).
     pub(super) method: ErasedMethod,
     peer: Option<SocketAddr>,
+    /// What [`CallEndLayer`](crate::CallEndLayer) sees of the call below
+    /// tonic, when the server has it: read when the request stream ends and
+    /// when the call's result is final, never per message.
+    tap: Option<Arc<Tap>>,
     /// An `Instant` in 8 bytes (see [`Started`]).
     started: Started,
     wakers: [AtomicWaker; 2],
@@ -87,6 +91,9 @@ struct Cold {
     terminal: OnceLock<Status>,
     ended_by: OnceLock<&'static str>,
     outcome: OnceLock<Outcome>,
+    /// The interceptor and hook a caught panic came from, noted by a
+    /// `Chain`'s blame on the way out (see `engine::panic`).
+    blamed: OnceLock<(&'static str, &'static str)>,
 }
 
 impl fmt::Debug for CallContext {
@@ -101,13 +108,14 @@ impl fmt::Debug for CallContext {
 }
 
 impl CallContext {
-    pub(crate) fn new(method: ErasedMethod, peer: Option<SocketAddr>) -> Self {
+    pub(crate) fn new(method: ErasedMethod, peer: Option<SocketAddr>, tap: Option<Arc<Tap>>) -> Self {
         CallContext {
             recv: Counters::default(),
             // Each direction polls the interceptors' timers once when it starts.
             flags: AtomicU8::new(flag::INTERRUPT_IN | flag::INTERRUPT_OUT),
             method,
             peer,
+            tap,
             started: Started::now(),
             wakers: [AtomicWaker::new(), AtomicWaker::new()],
             cold: OnceBox::new(),
@@ -185,6 +193,39 @@ impl CallContext {
             Direction::Inbound => &self.recv,
             Direction::Outbound => &self.sent,
         }
+    }
+
+    /// The transport's view of the call, when [`CallEndLayer`](crate::CallEndLayer)
+    /// is in the server.
+    #[inline]
+    pub(crate) fn tap(&self) -> Option<&Arc<Tap>> {
+        self.tap.as_ref()
+    }
+
+    /// The CANCELLED status of a call whose request stream broke below tonic
+    /// (the client reset it, or its connection was lost), when the layer
+    /// saw it.
+    pub(crate) fn request_failure(&self) -> Option<Status> {
+        self.tap.as_ref()?.request_failure().cloned()
+    }
+
+    /// The status of a call whose handler or response stream was dropped
+    /// before it ended: what the layer saw of the request, if anything, or
+    /// else [`gone`](super::gone).
+    pub(crate) fn gone_status(&self) -> Status {
+        self.request_failure().unwrap_or_else(super::gone)
+    }
+
+    /// Notes the interceptor and hook a panic is unwinding from; the
+    /// innermost (first) note wins.
+    pub(crate) fn blame(&self, interceptor: &'static str, hook: &'static str) {
+        let _ = self.cold().blamed.set((interceptor, hook));
+    }
+
+    /// The interceptor [`blame`](Self::blame) noted for `hook`, if any.
+    pub(crate) fn blamed(&self, hook: &'static str) -> Option<&'static str> {
+        let (interceptor, noted) = self.cold.get()?.blamed.get().copied()?;
+        (noted == hook).then_some(interceptor)
     }
 
     /// Records which interceptor ended the call; the first one named wins.

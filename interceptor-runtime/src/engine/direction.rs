@@ -10,7 +10,7 @@ use std::{
 
 use tonic::Status;
 
-use super::{flag, gone, CallCell};
+use super::{flag, panic, CallCell};
 use crate::interceptor::{Direction, Interceptor, MessageRef};
 
 /// The call's cell seen from one direction (`OUT`: the outbound one); a
@@ -37,7 +37,7 @@ pub(super) trait ErasedDirection<M> {
     /// `cell_ptr`: the handle's pointer to the cell, for the call's waker.
     unsafe fn poll_message(&self, cell_ptr: *const (), cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>>;
     unsafe fn poll_interrupt(&self, cell_ptr: *const (), cx: &mut Context<'_>) -> Poll<Status>;
-    unsafe fn end(&self, result: Result<(), Status>) -> Option<Status>;
+    unsafe fn end(&self, cell_ptr: *const (), result: Result<(), Status>) -> Option<Status>;
     unsafe fn release(&self);
 }
 
@@ -83,7 +83,35 @@ impl<I: Interceptor, const OUT: bool> DirectionView<I, OUT> {
     /// The status a direction that has already ended reports.
     #[cold]
     fn ended_status(&self) -> Status {
-        self.0.ctx.terminal_status().cloned().unwrap_or_else(gone)
+        let ctx = &self.0.ctx;
+        ctx.terminal_status().cloned().unwrap_or_else(|| ctx.gone_status())
+    }
+
+    /// A hook panicked: the whole call ends with INTERNAL, as if the
+    /// interceptor had rejected.
+    #[cold]
+    #[inline(never)]
+    fn hook_panicked(
+        &self,
+        state: &mut Option<I::Stream>,
+        hook: &'static str,
+        payload: Box<dyn std::any::Any + Send>,
+    ) -> Status {
+        let status = panic::caught_in_hook(&self.0.ctx, &self.0.method().interceptors, hook, payload);
+        self.reject(state, status)
+    }
+
+    /// The `Arc` of the cell behind a handle's pointer, for what must hold
+    /// the call (its waker, the layer's tap), borrowed: the handle's count
+    /// stays the handle's.
+    ///
+    /// # Safety
+    /// `cell_ptr` is this direction's handle's pointer (I2).
+    unsafe fn arc(cell_ptr: *const ()) -> ManuallyDrop<Arc<CallCell<I>>> {
+        // SAFETY: I2: the caller's promise: `cell_ptr` comes from
+        // `Arc::into_raw` and holds the handle's count, which `ManuallyDrop`
+        // leaves as it is.
+        ManuallyDrop::new(unsafe { Arc::from_raw(cell_ptr as *const CallCell<I>) })
     }
 
     /// A flag is set (the call ended, or a timer fired, or this direction
@@ -98,10 +126,8 @@ impl<I: Interceptor, const OUT: bool> DirectionView<I, OUT> {
         if let Some(status) = ctx.terminal_status() {
             return Some(self.close(state, status.clone()));
         }
-        // SAFETY: I2: the caller's promise: `cell_ptr` comes from
-        // `Arc::into_raw` and holds the handle's count, which `ManuallyDrop`
-        // leaves as it is.
-        let cell = ManuallyDrop::new(unsafe { Arc::from_raw(cell_ptr as *const CallCell<I>) });
+        // SAFETY: I2: the caller's promise, passed on.
+        let cell = unsafe { Self::arc(cell_ptr) };
         match self.interrupt(&cell, state) {
             Poll::Ready(status) => Some(status),
             Poll::Pending => None,
@@ -116,9 +142,11 @@ impl<I: Interceptor, const OUT: bool> DirectionView<I, OUT> {
         let Some(stream) = state.as_mut() else { return Poll::Ready(self.close(state, self.ended_status())) };
         let waker = CallCell::call_waker(arc);
         let mut cx = Context::from_waker(&waker);
-        match cell.method().interceptors.poll_interrupt(&cell.call_state, stream, &cell.ctx, &mut cx) {
-            Poll::Ready(status) => Poll::Ready(self.reject(state, status)),
-            Poll::Pending => Poll::Pending,
+        let interceptors = &cell.method().interceptors;
+        match panic::catch(|| interceptors.poll_interrupt(&cell.call_state, stream, &cell.ctx, &mut cx)) {
+            Ok(Poll::Ready(status)) => Poll::Ready(self.reject(state, status)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(self.hook_panicked(state, "poll_interrupt", payload)),
         }
     }
 
@@ -160,14 +188,19 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedDirecti
             bytes_before: counters.bytes.load(Ordering::Relaxed),
         };
         let interceptors = &cell.method().interceptors;
-        match interceptors.poll_message(&cell.call_state, stream, cx, &view) {
-            Poll::Ready(Ok(())) => {
-                interceptors.on_delivered(&cell.call_state, stream, &view);
+        // A panic in a hook is caught (costing nothing until it happens) and
+        // ends the call; the message is not delivered.
+        match panic::catch(|| interceptors.poll_message(&cell.call_state, stream, cx, &view)) {
+            Ok(Poll::Ready(Ok(()))) => {
+                if let Err(payload) = panic::catch(|| interceptors.on_delivered(&cell.call_state, stream, &view)) {
+                    return Poll::Ready(Err(self.hook_panicked(state, "on_delivered", payload)));
+                }
                 counters.record(view.index, view.bytes_before, view.encoded_len);
                 Poll::Ready(Ok(()))
             }
-            Poll::Ready(Err(status)) => Poll::Ready(Err(self.reject(state, status))),
-            Poll::Pending => self.wait(state, cx),
+            Ok(Poll::Ready(Err(status))) => Poll::Ready(Err(self.reject(state, status))),
+            Ok(Poll::Pending) => self.wait(state, cx),
+            Err(payload) => Poll::Ready(Err(self.hook_panicked(state, "poll_message", payload))),
         }
     }
 
@@ -184,27 +217,35 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedDirecti
         }
     }
 
-    unsafe fn end(&self, result: Result<(), Status>) -> Option<Status> {
+    unsafe fn end(&self, cell_ptr: *const (), result: Result<(), Status>) -> Option<Status> {
         // SAFETY: I1: the caller is the direction's one handle, `&mut`.
-        *unsafe { self.state() } = None;
+        let state = unsafe { self.state() }.take();
         let ctx = &self.0.ctx;
         let flags = ctx.flags.fetch_or(flag::done(Self::DIRECTION), Ordering::Relaxed);
-        if OUT && flags & flag::OWNS_END != 0 {
-            self.0.finalize(result).err()
+        let last = if OUT && flags & flag::OWNS_END != 0 {
+            // SAFETY: I2: the caller's promise, passed on.
+            let cell = unsafe { Self::arc(cell_ptr) };
+            cell.complete(result).err()
         } else {
             match ctx.terminal_status() {
                 Some(status) => Some(status.clone()),
                 None => result.err(),
             }
-        }
+        };
+        // Dropped once the call's end is settled: should the interceptors'
+        // state panic in its drop, the call is ended all the same.
+        drop(state);
+        last
     }
 
     unsafe fn release(&self) {
         // SAFETY: I1: the caller is the direction's one handle, `&mut`.
-        *unsafe { self.state() } = None;
-        let flags = self.0.ctx.flags.fetch_or(flag::done(Self::DIRECTION), Ordering::Relaxed);
+        let state = unsafe { self.state() }.take();
+        let ctx = &self.0.ctx;
+        let flags = ctx.flags.fetch_or(flag::done(Self::DIRECTION), Ordering::Relaxed);
         if OUT && flags & flag::OWNS_END != 0 && flags & flag::DONE_OUT == 0 {
-            let _ = self.0.finalize(Err(gone()));
+            let _ = self.0.finalize(Err(ctx.gone_status()));
         }
+        drop(state);
     }
 }

@@ -14,6 +14,10 @@
 //! The call is finalized exactly once: by `finish_unary`, by the outbound
 //! stream when it ends or is dropped, or, if the handler future is dropped
 //! first (the client went away), by the guard's destructor with CANCELLED.
+//! With [`CallEndLayer`](crate::CallEndLayer) in the server, an OK is final
+//! only once the response's end has been handed to HTTP/2: until then the
+//! layer's tap holds the call (`CallCell::complete`). A panic of the body is
+//! caught by [`Run`], and is the handler's result: INTERNAL.
 
 use std::{
     future::{poll_fn, Future},
@@ -26,20 +30,37 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{
     cell::{DirectionState, LIVE_CALLS},
-    flag, gone, CallCell, CallContext, CallExtension, CallRef, DirectionHandle, DirectionView, ErasedMethod, Method,
+    flag, panic, CallCell, CallContext, CallExtension, CallRef, DirectionHandle, DirectionView, ErasedMethod, Method,
 };
 use crate::{
     interceptor::{Direction, Interceptor},
     stream::{Inbound, OutboundStream},
+    transport::Tap,
 };
 
 impl<I: Interceptor> Method<I> {
     /// Runs the `on_start` hooks. The request gets the call's
     /// [`CallContext`] in its extensions.
+    ///
+    /// With [`CallEndLayer`](crate::CallEndLayer) in the server, the call
+    /// keeps the layer's tap from the request's extensions; a request whose
+    /// body already failed (a unary request the client cancelled right
+    /// after sending it, say) starts ended: its handler sees CANCELLED
+    /// before anything else.
     pub fn start<T>(&'static self, request: &mut Request<T>) -> Result<CallGuard<I>, Status> {
-        let ctx = CallContext::new(ErasedMethod::new(self), request.remote_addr());
-        match self.interceptors.on_start(&ctx, request.metadata()) {
+        let tap = request.extensions().get::<Arc<Tap>>().cloned();
+        let ctx = CallContext::new(ErasedMethod::new(self), request.remote_addr(), tap);
+        let started = match panic::catch(|| self.interceptors.on_start(&ctx, request.metadata())) {
+            Ok(started) => started,
+            // A `Chain` turns a panic of one of its links into an error
+            // itself; this is one interceptor alone.
+            Err(payload) => Err(panic::caught_in_hook(&ctx, &self.interceptors, "on_start", payload)),
+        };
+        match started {
             Ok(call_state) => {
+                if let Some(status) = ctx.request_failure() {
+                    ctx.terminate(&status);
+                }
                 let cell = Arc::new(CallCell {
                     ctx,
                     outbound: DirectionState::new(),
@@ -53,7 +74,7 @@ impl<I: Interceptor> Method<I> {
                 Ok(CallGuard { cell, armed: true, inbound_handed_out: false })
             }
             Err(status) => {
-                ctx.mark_ended_by(self.interceptors.name());
+                ctx.mark_ended_by(panic::name_of(&self.interceptors));
                 ctx.set_outcome(&Err(status.clone()));
                 probe(request, || CallRef(Arc::new(ctx)));
                 Err(status)
@@ -82,7 +103,7 @@ pub struct CallGuard<I: Interceptor> {
 impl<I: Interceptor> Drop for CallGuard<I> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = self.cell.finalize(Err(gone()));
+            let _ = self.cell.finalize(Err(self.cell.ctx.gone_status()));
         }
     }
 }
@@ -168,8 +189,12 @@ impl<I: Interceptor> CallGuard<I> {
         // The state `run` made for the response goes with the call.
         // SAFETY: I1: the guard owns the outbound direction: no outbound
         // handle exists (or it was dropped, in `finish_unary`), and `&mut self`.
-        *unsafe { &mut *self.cell.outbound.0.get() } = None;
-        self.cell.finalize(result)
+        let state = unsafe { &mut *self.cell.outbound.0.get() }.take();
+        // Dropped after the call is over: a panic in the state's own drop
+        // leaves the call ended all the same.
+        let result = self.cell.complete(result);
+        drop(state);
+        result
     }
 
     /// Runs the handler's body, and the interceptors' timers beside it: when
@@ -214,10 +239,18 @@ pin_project_lite::pin_project! {
 impl<I: Interceptor, F: Future<Output = Result<R, Status>>, R> Future for Run<'_, I, F> {
     type Output = Result<R, Status>;
 
+    /// A panic of the body is caught here: the handler's result is then
+    /// INTERNAL, which the client receives as the call's status. The body is
+    /// not polled again (the expansion drops it with this future).
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if let Poll::Ready(result) = this.body.poll(cx) {
-            return Poll::Ready(result);
+        let body = this.body;
+        match panic::catch(|| body.poll(cx)) {
+            Ok(Poll::Ready(result)) => return Poll::Ready(result),
+            Ok(Poll::Pending) => {}
+            Err(payload) => {
+                return Poll::Ready(Err(panic::caught(this.guard.context().method(), panic::Site::Handler, payload)))
+            }
         }
         this.guard.poll_timers(cx).map(Err)
     }

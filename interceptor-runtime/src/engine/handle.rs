@@ -121,15 +121,16 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> VTableOf<I, O
     }
     unsafe fn end(cell: *const (), result: Result<(), Status>) -> Option<Status> {
         // SAFETY: I1, I3: the caller's promise, passed on.
-        unsafe { ErasedDirection::<M>::end(Self::view(cell), result) }
+        unsafe { ErasedDirection::<M>::end(Self::view(cell), cell, result) }
     }
     unsafe fn release(cell: *const ()) {
-        // SAFETY: I1, I3: the caller's promise, passed on; I2: this is the
-        // handle's last use, and the strong count it owns goes back, once.
-        unsafe {
-            ErasedDirection::<M>::release(Self::view(cell));
-            drop(Arc::from_raw(cell as *const CallCell<I>));
-        }
+        // SAFETY: I2: this is the handle's last use: the strong count it
+        // owns is taken back here, once, and given back when `_count` drops,
+        // after the direction is released or should releasing it unwind.
+        let _count = unsafe { Arc::from_raw(cell as *const CallCell<I>) };
+        // SAFETY: I1, I3: the caller's promise, passed on; I2: `_count`
+        // keeps the cell alive meanwhile.
+        unsafe { ErasedDirection::<M>::release(Self::view(cell)) }
     }
 }
 

@@ -94,6 +94,8 @@
 //! - [`handle`], [`direction`]: a wrapper's handle on its direction, and the
 //!   per-message path behind it.
 //! - [`waker`]: the call's waker, for the interceptors' timers.
+//! - [`panic`](mod@panic): panics caught at the engine's boundaries (the handler's
+//!   body, the response stream, every interceptor hook).
 //! - [`sync`]: the context's atomics and waker slots, std's or loom's.
 //!
 //! [`Direction`]: crate::Direction
@@ -107,6 +109,7 @@ mod guard;
 mod handle;
 mod method;
 mod outcome;
+pub(crate) mod panic;
 mod sync;
 mod waker;
 

@@ -10,7 +10,8 @@ use super::CallStats;
 #[derive(Clone, Debug)]
 pub struct Outcome {
     /// `Ok`, the handler's or stream's error code, `Cancelled` when the client
-    /// went away, or the code of the interceptor that ended it.
+    /// went away, `Internal` when the handler, its response stream or an
+    /// interceptor panicked, or the code of the interceptor that ended it.
     pub code: Code,
     /// The status message (empty for OK).
     pub message: String,
@@ -23,11 +24,12 @@ pub struct Outcome {
 }
 
 /// The status of a call whose handler or response stream was dropped before
-/// it ended.
+/// it ended: hyper drops them when the client resets the stream or its
+/// connection is lost, and does not say which.
 pub(super) fn gone() -> Status {
     if std::thread::panicking() {
         Status::internal("the handler panicked")
     } else {
-        Status::cancelled("the client cancelled the call")
+        Status::cancelled("the client went away")
     }
 }

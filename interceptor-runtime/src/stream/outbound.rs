@@ -12,15 +12,15 @@ use tonic::Status;
 
 use super::slow_path;
 use crate::{
-    engine::{CallContext, DirectionHandle},
+    engine::{panic, CallContext, DirectionHandle},
     interceptor::Direction,
 };
 
 pin_project! {
     /// A response stream whose messages pass the method's interceptors before
     /// they go to the client. It ends the call: OK at its end, the error it
-    /// yields, or CANCELLED when tonic drops it before its end because the
-    /// client went away.
+    /// yields, INTERNAL if it panics, or CANCELLED when tonic drops it before
+    /// its end because the client went away.
     ///
     /// `#[intercept]` on an impl rewrites `type XStream = S;` into
     /// `type XStream = Outbound<S>;` for you. With `#[intercept]` on the method
@@ -81,17 +81,26 @@ where
         if this.handle.is_done(Direction::Outbound) || this.pending.is_some() {
             return slow_path::poll_held::<S::Ok, true>(this.handle, this.pending, cx);
         }
-        let polled = this.inner.try_poll_next(cx);
-        let Poll::Ready(Some(Ok(message))) = &polled else {
-            return slow_path::no_message::<S::Ok, true>(this.handle, this.pending, cx, polled);
-        };
-        let held = this.handle.poll_message(cx, message);
-        if let Poll::Ready(Ok(())) = held {
-            if let Poll::Ready(Some(Ok(message))) = polled {
-                return Poll::Ready(Some(Ok(message)));
+        // A panic of the inner stream is caught (costing nothing until it
+        // happens): the call ends with INTERNAL, which the client receives.
+        // The whole fast path is inside the catch: what the catch returns
+        // goes through memory, and the item the inner stream wrote would be
+        // copied whole once more if it returned that instead.
+        let (inner, handle, pending) = (this.inner, this.handle, this.pending);
+        let caught = panic::catch(|| {
+            let polled = inner.try_poll_next(cx);
+            let Poll::Ready(Some(Ok(message))) = &polled else {
+                return slow_path::no_message::<S::Ok, true>(handle, pending, cx, polled);
+            };
+            let held = handle.poll_message(cx, message);
+            if let Poll::Ready(Ok(())) = held {
+                if let Poll::Ready(Some(Ok(message))) = polled {
+                    return Poll::Ready(Some(Ok(message)));
+                }
             }
-        }
-        slow_path::not_passed::<S::Ok, true>(this.handle, this.pending, held, polled)
+            slow_path::not_passed::<S::Ok, true>(handle, pending, held, polled)
+        });
+        caught.unwrap_or_else(|payload| slow_path::stream_panicked(handle, payload))
     }
 }
 

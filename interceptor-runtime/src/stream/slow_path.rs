@@ -5,12 +5,21 @@
 //! `OUT` is the direction: the outbound stream owns the end of the call, so
 //! when its interceptors end it, it ends the call with their status; the
 //! inbound stream yields the status to the handler, which returns it.
+//!
+//! The inbound stream's end is where a client that went away shows: tonic
+//! reports a request the client reset as a clean end, and a lost connection
+//! as an error of the transport's. [`client_gone`] tells them apart from a
+//! real end or error, and ends the call CANCELLED.
 
 use std::task::{Context, Poll};
 
 use tonic::Status;
 
-use crate::{engine::DirectionHandle, interceptor::Direction};
+use crate::{
+    engine::{panic, DirectionHandle},
+    interceptor::Direction,
+    transport::transport_failure,
+};
 
 /// What a wrapper yields.
 type Item<T> = Poll<Option<Result<T, Status>>>;
@@ -100,8 +109,37 @@ pub(crate) fn no_message<T, const OUT: bool>(
 ) -> Item<T> {
     match polled {
         Poll::Ready(Some(Ok(message))) => pass::<T, OUT>(handle, pending, cx, message),
-        Poll::Ready(Some(Err(status))) => Poll::Ready(handle.end(Err(status)).map(Err)),
-        Poll::Ready(None) => Poll::Ready(handle.end(Ok(())).map(Err)),
+        Poll::Ready(Some(Err(status))) => {
+            let result = Err(status);
+            Poll::Ready(if OUT { handle.end(result) } else { client_gone(handle, result) }.map(Err))
+        }
+        Poll::Ready(None) => Poll::Ready(if OUT { handle.end(Ok(())) } else { client_gone(handle, Ok(())) }.map(Err)),
         Poll::Pending => handle.poll_interrupt(cx).map(|status| ended::<T, OUT>(handle, status).map(Err)),
+    }
+}
+
+/// The inner response stream panicked: the call ends with INTERNAL, the
+/// stream's last item.
+#[cold]
+#[inline(never)]
+pub(crate) fn stream_panicked<T>(handle: &mut DirectionHandle<T>, payload: Box<dyn std::any::Any + Send>) -> Item<T> {
+    let status = panic::caught(handle.context().method(), panic::Site::ResponseStream, payload);
+    Poll::Ready(handle.end(Err(status)).map(Err))
+}
+
+/// The inbound stream ended with `result` (`Ok`: tonic's clean end). If the
+/// request broke below tonic instead (the client reset the stream, or its
+/// connection was lost: what [`CallEndLayer`](crate::CallEndLayer) saw, or
+/// the transport's error tonic passed on), the whole call ends CANCELLED,
+/// with what happened, and that is what the handler gets.
+fn client_gone<T>(handle: &mut DirectionHandle<T>, result: Result<(), Status>) -> Option<Status> {
+    let ctx = handle.context();
+    let gone = ctx.request_failure().or_else(|| result.as_ref().err().and_then(transport_failure));
+    match gone {
+        Some(cancelled) => {
+            ctx.terminate(&cancelled);
+            handle.end(Err(cancelled))
+        }
+        None => handle.end(result),
     }
 }

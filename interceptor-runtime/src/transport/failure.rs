@@ -1,0 +1,97 @@
+//! What a request stream's error says about the client: the CANCELLED
+//! status a call ends with when its request broke below tonic.
+
+use std::error::Error;
+
+use tonic::Status;
+
+/// The CANCELLED status for a request stream that failed with `status`,
+/// when the failure came from the transport: the client reset the stream,
+/// or closed or lost its connection. `None` for any other error (a message
+/// that failed to decode, say), which keeps its own code.
+///
+/// tonic's errors keep what they came from in their source chain: an
+/// `h2::Error` (below a `hyper::Error`) says which of these it was.
+pub(crate) fn transport_failure(status: &Status) -> Option<Status> {
+    let mut source = Error::source(status);
+    while let Some(error) = source {
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return Some(from_h2(h2));
+        }
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return Some(Status::cancelled(format!("the connection to the client was lost ({io})")));
+        }
+        source = error.source();
+    }
+    None
+}
+
+/// The CANCELLED status for a request body that failed with `status`, as
+/// the layer sees it: below tonic, every error of the body is the
+/// transport's.
+pub(crate) fn request_broke(status: &Status) -> Status {
+    transport_failure(status)
+        .unwrap_or_else(|| Status::cancelled(format!("the request stream broke ({})", status.message())))
+}
+
+fn from_h2(error: &h2::Error) -> Status {
+    let reason = error.reason().map(|reason| format!("{reason:?}")).unwrap_or_default();
+    if error.is_reset() && error.is_remote() {
+        if error.reason() == Some(h2::Reason::CANCEL) {
+            return Status::cancelled("the client cancelled the call");
+        }
+        return Status::cancelled(format!("the client reset the stream ({reason})"));
+    }
+    if error.is_go_away() && error.is_remote() {
+        return Status::cancelled(format!("the client closed the connection (GOAWAY {reason})"));
+    }
+    if let Some(io) = error.get_io() {
+        return Status::cancelled(format!("the connection to the client was lost ({io})"));
+    }
+    Status::cancelled(format!("the stream broke ({error})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_source(error: impl Error + Send + Sync + 'static) -> Status {
+        Status::from_error(Box::new(Wrapped(Box::new(error))))
+    }
+
+    /// Stands for `hyper::Error`: an error whose source is the h2 error.
+    #[derive(Debug)]
+    struct Wrapped(Box<dyn Error + Send + Sync>);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("error reading a body from connection")
+        }
+    }
+
+    impl Error for Wrapped {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    #[test]
+    fn a_lost_connection_is_cancelled_with_its_reason() {
+        let lost = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe");
+        let status = transport_failure(&with_source(lost)).expect("from the transport");
+        assert_eq!(status.code(), tonic::Code::Cancelled);
+        assert!(status.message().contains("connection to the client was lost"), "{status:?}");
+    }
+
+    #[test]
+    fn an_h2_error_is_cancelled() {
+        let status = transport_failure(&with_source(h2::Error::from(h2::Reason::PROTOCOL_ERROR)));
+        assert_eq!(status.map(|s| s.code()), Some(tonic::Code::Cancelled));
+    }
+
+    #[test]
+    fn an_error_that_is_not_the_transports_keeps_its_code() {
+        assert!(transport_failure(&Status::internal("failed to decode")).is_none());
+        assert_eq!(request_broke(&Status::internal("odd")).code(), tonic::Code::Cancelled);
+    }
+}

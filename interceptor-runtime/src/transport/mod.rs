@@ -1,0 +1,155 @@
+//! [`CallEndLayer`]: how each intercepted call really ended, seen from
+//! below tonic.
+//!
+//! Some endings never reach a handler through tonic's API: tonic's decoder
+//! turns a request body that the client reset with `RST_STREAM(CANCEL)`
+//! into a clean end of the stream, so a handler that reads an upload to its
+//! end cannot tell a cancelled upload from a complete one; and a response
+//! that the handler returned is not yet a response the client received.
+//! The layer watches the HTTP/2 request and response bodies of every call
+//! and tells the call's engine:
+//!
+//! - when the request body fails (the client reset the stream, closed or
+//!   lost its connection), the handler's [`Inbound`](crate::Inbound) yields
+//!   CANCELLED, with what happened, instead of a clean end, and the call
+//!   ends CANCELLED;
+//! - a call whose result is OK is over when its response's end (the
+//!   trailers) has been handed to HTTP/2; a response dropped before that
+//!   (the client went away first) ends the call CANCELLED.
+//!
+//! One line in the server's setup:
+//!
+//! ```no_run
+//! # async fn serve() -> Result<(), Box<dyn std::error::Error>> {
+//! # let routes = tonic::service::Routes::default();
+//! tonic::transport::Server::builder()
+//!     .layer(interceptor_runtime::CallEndLayer::new())
+//! #   .add_routes(routes)
+//! #   .serve("127.0.0.1:50051".parse()?)
+//! #   .await?;
+//! #   Ok(())
+//! # }
+//! ```
+//!
+//! It costs an allocation and an extension per HTTP request and one check
+//! per HTTP/2 frame of each body, not per message. Requests of services that
+//! are not intercepted pass through unchanged.
+
+mod body;
+mod failure;
+mod tap;
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+};
+
+use tonic::codegen::{http, Bytes};
+
+use body::RequestBody;
+pub use body::ResponseBody;
+pub(crate) use failure::transport_failure;
+pub(crate) use tap::{Deferred, Ended, Tap};
+
+/// The `tower` layer that lets intercepted calls see how they really ended;
+/// see the [module docs](self).
+///
+/// `Server::builder().layer(CallEndLayer::new())`. Without it everything
+/// works, but a client that cancels an upload looks like a clean end to the
+/// handler, and an OK response the client never got still counts OK.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallEndLayer {
+    _private: (),
+}
+
+impl CallEndLayer {
+    /// The layer.
+    pub fn new() -> Self {
+        CallEndLayer { _private: () }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for CallEndLayer {
+    type Service = CallEndService<S>;
+
+    fn layer(&self, inner: S) -> CallEndService<S> {
+        CallEndService { inner }
+    }
+}
+
+/// What [`CallEndLayer`] makes of a service: it puts a tap (what the
+/// transport sees of the call) into each request's extensions, where the
+/// call's engine finds it, and watches the request and response bodies.
+#[derive(Clone, Debug)]
+pub struct CallEndService<S> {
+    inner: S,
+}
+
+impl<S, B, ResBody> tower_service::Service<http::Request<B>> for CallEndService<S>
+where
+    S: tower_service::Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    ResBody: http_body::Body,
+{
+    type Response = http::Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let tap = Arc::new(Tap::new());
+        let (mut parts, body) = request.into_parts();
+        // tonic's generated server keeps the extensions in the
+        // `tonic::Request` the handler gets: `Method::start` finds it there.
+        parts.extensions.insert(tap.clone());
+        let body = tonic::body::Body::new(RequestBody::new(body, tap.clone()));
+        ResponseFuture { inner: self.inner.call(http::Request::from_parts(parts, body)), tap: Some(tap) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a [`CallEndService`]'s response. Dropped before it is
+    /// ready, the client went away before the response.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        tap: Option<Arc<Tap>>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(tap) = this.project().tap.take() {
+                tap.response_ended(Ended::Dropped);
+            }
+        }
+    }
+}
+
+impl<F, ResBody, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+    ResBody: http_body::Body,
+{
+    type Output = Result<http::Response<ResponseBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let tap = this.tap.take();
+        Poll::Ready(match result {
+            Ok(response) => Ok(response.map(|body| ResponseBody::new(body, tap))),
+            Err(error) => {
+                if let Some(tap) = tap {
+                    tap.response_ended(Ended::Dropped);
+                }
+                Err(error)
+            }
+        })
+    }
+}
