@@ -2,8 +2,22 @@
 //! large messages, and per-method totals in [`crate::stats`]. With the
 //! `metrics` feature it also exports through the `metrics` facade, under the
 //! names gRPC dashboards expect (see [`crate::metrics`]).
+//!
+//! Per message, monitor writes nothing that other streams share: the counts
+//! are the call's own, the per-method totals take them when the call ends,
+//! and the metrics counters take them in batches (every 256 messages, within
+//! 100 ms of when a direction goes quiet, and at the end of the call; see
+//! [`crate::metrics`]).
 
 use std::sync::{Arc, OnceLock};
+#[cfg(feature = "metrics")]
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use tonic::{metadata::MetadataMap, Status};
 use tracing::Span;
@@ -58,6 +72,38 @@ impl Monitor {
 #[derive(Debug)]
 pub struct MonitorCall {
     span: Span,
+    /// Messages each way (inbound, outbound) already added to the metrics
+    /// counters; [`ENDED`] is set once the call's end has added the rest, so
+    /// that a direction still running adds no more.
+    #[cfg(feature = "metrics")]
+    published: [AtomicU64; 2],
+}
+
+/// In [`MonitorCall::published`]: the call has ended.
+#[cfg(feature = "metrics")]
+const ENDED: u64 = 1 << 63;
+
+/// A busy direction adds its count to the metrics counters every this many
+/// messages.
+#[cfg(feature = "metrics")]
+const FLUSH_EVERY: u32 = 256;
+
+/// A direction that went quiet adds its count this long after.
+#[cfg(feature = "metrics")]
+const FLUSH_AFTER: Duration = Duration::from_millis(100);
+
+/// Per-direction state of [`Monitor`]: with the `metrics` feature, when the
+/// direction next adds its count to the metrics counters.
+#[derive(Debug)]
+pub struct MonitorStream {
+    #[cfg(feature = "metrics")]
+    direction: Direction,
+    /// Messages until the next batch.
+    #[cfg(feature = "metrics")]
+    countdown: u32,
+    /// Set when the direction went quiet with messages not added yet.
+    #[cfg(feature = "metrics")]
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl MonitorCall {
@@ -83,7 +129,7 @@ fn warn_large(span: &Span, direction: Direction, bytes: usize, limit: u64) {
 
 impl Interceptor for Monitor {
     type Call = MonitorCall;
-    type Stream = ();
+    type Stream = MonitorStream;
 
     fn name(&self) -> &'static str {
         "monitor"
@@ -104,16 +150,30 @@ impl Interceptor for Monitor {
         if let Some(peer) = ctx.peer() {
             span.record("net.peer", tracing::field::display(peer));
         }
-        Ok(MonitorCall { span })
+        Ok(MonitorCall {
+            span,
+            #[cfg(feature = "metrics")]
+            published: [AtomicU64::new(0), AtomicU64::new(0)],
+        })
     }
 
-    fn on_stream(&self, _: &MonitorCall, _: &CallContext, _: Direction) {}
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn on_stream(&self, _: &MonitorCall, _: &CallContext, direction: Direction) -> MonitorStream {
+        MonitorStream {
+            #[cfg(feature = "metrics")]
+            direction,
+            #[cfg(feature = "metrics")]
+            countdown: FLUSH_EVERY,
+            #[cfg(feature = "metrics")]
+            timer: None,
+        }
+    }
 
     #[inline]
     fn on_message<M: prost::Message + 'static>(
         &self,
         call: &MonitorCall,
-        _: &mut (),
+        _: &mut MonitorStream,
         msg: &MessageRef<'_, M>,
     ) -> Result<(), Status> {
         if let Some(limit) = self.config.warn_size {
@@ -124,17 +184,66 @@ impl Interceptor for Monitor {
         Ok(())
     }
 
+    /// Counts down to the next batch: a plain decrement of the direction's
+    /// own state.
     #[cfg(feature = "metrics")]
     #[inline]
-    fn on_delivered<M: prost::Message + 'static>(&self, _: &MonitorCall, _: &mut (), msg: &MessageRef<'_, M>) {
-        self.per_method(msg.call().method()).metrics.message(msg.direction(), msg.encoded_len());
+    fn on_delivered<M: prost::Message + 'static>(
+        &self,
+        call: &MonitorCall,
+        stream: &mut MonitorStream,
+        msg: &MessageRef<'_, M>,
+    ) {
+        stream.countdown -= 1;
+        if stream.countdown == 0 {
+            self.flush_busy(call, stream, msg.call(), msg.index() + 1);
+        }
+    }
+
+    /// A quiet direction with messages not added yet sets a timer, and adds
+    /// them when it fires (`cx` is the call's waker, so a busy direction
+    /// hears it too).
+    #[cfg(feature = "metrics")]
+    fn poll_interrupt(
+        &self,
+        call: &MonitorCall,
+        stream: &mut MonitorStream,
+        ctx: &CallContext,
+        cx: &mut Context<'_>,
+    ) -> Poll<Status> {
+        let count = ctx.counters(stream.direction).messages.load(Relaxed);
+        if count <= call.published[stream.direction as usize].load(Relaxed) {
+            // Nothing to add (or the call has ended).
+            stream.timer = None;
+            return Poll::Pending;
+        }
+        let timer = stream.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(FLUSH_AFTER)));
+        if timer.as_mut().poll(cx).is_ready() {
+            stream.timer = None;
+            self.publish(call, ctx, stream.direction, count);
+        }
+        Poll::Pending
     }
 
     fn on_end(&self, call: &MonitorCall, ctx: &CallContext) {
         let method = self.per_method(ctx.method());
         method.stats.record_end(ctx);
         #[cfg(feature = "metrics")]
-        method.metrics.handled(ctx);
+        {
+            if let Some(outcome) = ctx.outcome() {
+                let s = outcome.stats;
+                for (direction, count) in
+                    [(Direction::Inbound, s.messages_received), (Direction::Outbound, s.messages_sent)]
+                {
+                    // The rest of the call's count, once: no direction adds any after this.
+                    let before = call.published[direction as usize].swap(count | ENDED, Relaxed);
+                    if before & ENDED == 0 && count > before {
+                        method.metrics.messages(direction, count - before);
+                    }
+                }
+            }
+            method.metrics.handled(ctx);
+        }
         let Some(outcome) = ctx.outcome() else { return };
         let s = outcome.stats;
         tracing::info!(
@@ -149,5 +258,29 @@ impl Interceptor for Monitor {
             duration_us = outcome.duration.as_micros() as u64,
             "call ended"
         );
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Monitor {
+    /// Every [`FLUSH_EVERY`] messages: adds the direction's count so far
+    /// (`count`, the message being delivered included). Out of line, so that
+    /// the per-message countdown stays small.
+    #[cold]
+    #[inline(never)]
+    fn flush_busy(&self, call: &MonitorCall, stream: &mut MonitorStream, ctx: &CallContext, count: u64) {
+        stream.countdown = FLUSH_EVERY;
+        self.publish(call, ctx, stream.direction, count);
+    }
+
+    /// Adds what `direction` counted (`count` in all) and was not added yet,
+    /// unless the call has ended (its end added the call's count).
+    fn publish(&self, call: &MonitorCall, ctx: &CallContext, direction: Direction, count: u64) {
+        let published = &call.published[direction as usize];
+        let added =
+            published.fetch_update(Relaxed, Relaxed, |before| (before & ENDED == 0 && count > before).then_some(count));
+        if let Ok(before) = added {
+            self.per_method(ctx.method()).metrics.messages(direction, count - before);
+        }
     }
 }
