@@ -5,11 +5,13 @@
 //!
 //! Permits follow elapsed time on tokio's clock (see [`gcra`]), so a stream
 //! that sends as fast as it can gets the rate it was given, not less: a
-//! late timer costs it nothing. Up to 1000/s messages are spaced `1/N` s
-//! apart; above, they pass `N/1000` at a time each millisecond (tokio's
-//! timers wake a waiter once a millisecond at most), never more than `N` a
-//! second. `burst = B` lets up to `max(B, N/1000)` through back to back after
-//! a quiet spell (default 1). A message over the rate waits by default:
+//! timer that wakes it late (by up to 20 ms) costs it nothing, as the permits
+//! it was owed meanwhile pass at once. Up to 1000/s messages are spaced
+//! `1/N` s apart; above, they pass `N/1000` at a time each millisecond
+//! (tokio's timers wake a waiter once a millisecond at most). `burst = B`
+//! lets up to `max(B, N/1000)` through back to back after a quiet spell
+//! (default 1). Over any span of time `t`, at most `N·t` messages pass, and
+//! the burst, and what a late wake-up left owing. A message over the rate waits by default:
 //! inbound, a slow read pushes back on the client through HTTP/2 flow
 //! control, so a flooding client is held back and the server buffers nothing.
 //! With `on_exceed = reject` the call ends instead with RESOURCE_EXHAUSTED.
@@ -135,13 +137,24 @@ struct Slow {
     /// time up to the rate's batch, so that a short stream leaves few permits
     /// unused.
     lease: u64,
-    /// How late the last wait's wake-up came, made up for while the stream
-    /// keeps asking (until `late_until`; see [`gcra`]).
+    /// How late the last wait's wake-up came: made up for while the stream
+    /// keeps asking faster than the rate, that is while it comes back for
+    /// more before `late_until` (when the permits it last got would have
+    /// been used at the rate, and [`MAX_LATE`] more).
     late: u64,
     late_until: Nanos,
     /// The reservation the stream waits for, and its timer (kept for reuse).
     waiting: Option<Grant>,
     sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Slow {
+    /// `permits` were granted `now`: a late wake-up is made up for if the
+    /// stream comes back for more before they would have been used at the
+    /// rate (and a margin).
+    fn granted(&mut self, now: Nanos, permits: u64, gcra: Gcra) {
+        self.late_until = now.saturating_add(gcra.span(permits)).saturating_add(MAX_LATE);
+    }
 }
 
 impl std::fmt::Debug for RateStream {
@@ -234,17 +247,18 @@ impl Rate {
                 let sleep = slow.sleep.as_mut().expect("a reservation waits with its timer");
                 std::task::ready!(sleep.as_mut().poll(cx));
                 slow.waiting = None;
-                // Late by this much: made up for while the stream keeps
-                // asking faster than the rate.
                 let now = gcra::now();
                 slow.late = now.saturating_sub(grant.at).min(MAX_LATE);
-                slow.late_until = now.saturating_add(gcra.span(grant.permits));
+                slow.granted(now, grant.permits, gcra);
                 stream.credit = grant.permits - 1;
                 return Poll::Ready(Ok(()));
             }
             let now = gcra::now();
-            let from = if now <= slow.late_until { now.saturating_sub(slow.late) } else { now };
-            slow.late = 0;
+            if now > slow.late_until {
+                // The stream went quiet: nothing to make up for.
+                slow.late = 0;
+            }
+            let from = now.saturating_sub(slow.late);
             let wait = self.config.on_exceed == OnExceed::Wait;
             let grant = match &slow.shared {
                 Some(shared) => {
@@ -262,6 +276,7 @@ impl Rate {
             };
             let Some(grant) = grant else { return Poll::Ready(Err(self.exceeded(direction))) };
             if grant.at <= now {
+                slow.granted(now, grant.permits, gcra);
                 stream.credit = grant.permits - 1;
                 return Poll::Ready(Ok(()));
             }
