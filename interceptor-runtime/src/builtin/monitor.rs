@@ -101,6 +101,10 @@ pub struct MonitorStream {
     /// Messages until the next batch.
     #[cfg(feature = "metrics")]
     countdown: u32,
+    /// The direction went quiet before: the next time it does, it sets a
+    /// timer rather than adding its count at once.
+    #[cfg(feature = "metrics")]
+    was_quiet: bool,
     /// Set when the direction went quiet with messages not added yet.
     #[cfg(feature = "metrics")]
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -165,6 +169,8 @@ impl Interceptor for Monitor {
             #[cfg(feature = "metrics")]
             countdown: FLUSH_EVERY,
             #[cfg(feature = "metrics")]
+            was_quiet: false,
+            #[cfg(feature = "metrics")]
             timer: None,
         }
     }
@@ -200,7 +206,9 @@ impl Interceptor for Monitor {
         }
     }
 
-    /// A quiet direction with messages not added yet sets a timer, and adds
+    /// A quiet direction with messages not added yet adds them at once the
+    /// first time (a stream that sends a message or two and then waits, as
+    /// held streams do, needs no timer); after that it sets a timer, and adds
     /// them when it fires. The timer is polled once, when it is set, with the
     /// call's waker: when it fires, that waker has the direction (busy or
     /// waiting) poll the timers again, and it then finds it elapsed. So a
@@ -222,7 +230,12 @@ impl Interceptor for Monitor {
             Some(_) => {}
             None => {
                 let count = ctx.counters(stream.direction).messages.load(Relaxed);
-                if count > call.published[stream.direction as usize].load(Relaxed) {
+                if count <= call.published[stream.direction as usize].load(Relaxed) {
+                    return Poll::Pending;
+                }
+                if !std::mem::replace(&mut stream.was_quiet, true) {
+                    self.publish(call, ctx, stream.direction, count);
+                } else {
                     let mut timer = Box::pin(tokio::time::sleep(FLUSH_AFTER));
                     if timer.as_mut().poll(cx).is_ready() {
                         self.publish(call, ctx, stream.direction, count);
