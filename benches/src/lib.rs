@@ -134,6 +134,13 @@ bench_service! {
 }
 
 bench_service! {
+    /// The wrappers and the call engine with no interceptor (`with = ()`):
+    /// what every configuration pays before its interceptors do anything.
+    Wrapped,
+    #[interceptor_runtime::intercept(with = ())]
+}
+
+bench_service! {
     /// `monitor` alone, for the runs with a metrics recorder installed: its
     /// handles are made on its first call, so that call must come after the
     /// recorder is installed (and `Monitored`'s before, for runs without).
