@@ -3,17 +3,18 @@
 //! - `rate = 10`: 10 messages per second each way, per stream.
 //! - `rate(recv = 100, send = 50, burst = 5, scope = method, on_exceed = reject)`.
 //!
-//! Permits follow elapsed time on tokio's clock (see [`gcra`]), so a stream
-//! that sends as fast as it can gets the rate it was given, not less: a
-//! timer that wakes it late (by up to 20 ms) costs it nothing, as the permits
-//! it was owed meanwhile pass at once. Up to 1000/s messages are spaced
-//! `1/N` s apart; above, they pass `N/1000` at a time each millisecond
-//! (tokio's timers wake a waiter once a millisecond at most). `burst = B`
-//! lets up to `max(B, N/1000)` through back to back after a quiet spell
-//! (default 1). Over any span of time `t`, at most `N·t` messages pass, and
-//! the burst, and what a late wake-up left owing. A message over the rate waits by default:
-//! inbound, a slow read pushes back on the client through HTTP/2 flow
-//! control, so a flooding client is held back and the server buffers nothing.
+//! Permits follow elapsed time on tokio's clock (a GCRA with reservations,
+//! described in `builtin/rate/gcra.rs`), so a stream that sends as fast as
+//! it can gets the rate it was given, not less: a timer that wakes it late
+//! (by up to 20 ms) costs it nothing, as the permits it was owed meanwhile
+//! pass at once. Up to 1000/s messages are spaced `1/N` s apart; above, they
+//! pass `N/1000` at a time each millisecond (tokio's timers wake a waiter once
+//! a millisecond at most). `burst = B` lets up to `max(B, N/1000)` through
+//! back to back after a quiet spell (default 1). Over any span of time `t`, at
+//! most `N·t` messages pass, plus the burst and what a late wake-up left
+//! owing. A message over the rate waits by default: inbound, a slow read
+//! pushes back on the client through HTTP/2 flow control, so a flooding
+//! client is held back and the server buffers nothing.
 //! With `on_exceed = reject` the call ends instead with RESOURCE_EXHAUSTED.
 //!
 //! `scope = method` shares one limiter per direction among all streams of the
@@ -28,8 +29,9 @@
 //!
 //! Per message, either way, the stream only counts down its permits: no
 //! lock, no atomic read-modify-write, no clock read. Only a stream that has
-//! spent its batch reads the clock, and only one that must wait allocates (its
-//! timer, kept for its next wait). The wait ends at once when the call ends.
+//! spent its batch reads the clock; the first time, it allocates what it
+//! needs from then on (its timer when it first waits, kept for the next
+//! wait). The wait ends at once when the call ends.
 
 mod gcra;
 
