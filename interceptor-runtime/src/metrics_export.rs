@@ -15,6 +15,8 @@
 //!
 //! Handles are created on a method's first call: install the recorder (for
 //! example `metrics_exporter_prometheus::PrometheusBuilder`) before serving.
+//! The export uses tokio's timer (a runtime with time enabled, as
+//! `#[tokio::main]` and `enable_all` make it).
 //!
 //! # Nothing shared per message
 //! Every stream of a method would otherwise write the same counters for

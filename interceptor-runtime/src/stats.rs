@@ -217,3 +217,27 @@ pub fn method(full_name: &str) -> Option<MethodSnapshot> {
 pub fn live_calls() -> usize {
     crate::engine::LIVE_CALLS.load(Relaxed)
 }
+
+#[cfg(all(test, feature = "monitor"))]
+mod tests {
+    use super::EndedBy;
+
+    #[test]
+    fn calls_ended_by_each_name_are_counted_past_the_table_too() {
+        let ended_by = EndedBy::default();
+        let names = ["rate", "budget", "a", "b", "c", "d", "e", "f", "g", "h"];
+        for (i, name) in names.iter().enumerate() {
+            for _ in 0..=i {
+                ended_by.add(name);
+            }
+        }
+        // Another string with the same name counts under it.
+        ended_by.add(String::from("rate").leak());
+        let snapshot = ended_by.snapshot();
+        assert_eq!(snapshot.len(), names.len());
+        assert_eq!(snapshot["rate"], 2);
+        for (i, name) in names.iter().enumerate().skip(1) {
+            assert_eq!(snapshot[name], i as u64 + 1, "{name}");
+        }
+    }
+}
