@@ -156,6 +156,119 @@ bench_service! {
 }
 
 bench_service! {
+    /// The wrappers and the call engine with no interceptor (`with = ()`):
+    /// what every configuration pays before its interceptors do anything.
+    Wrapped,
+    #[interceptor_runtime::intercept(with = ())]
+}
+
+bench_service! {
+    /// `monitor` alone, for the runs with a metrics recorder installed: its
+    /// handles are made on its first call, so that call must come after the
+    /// recorder is installed (and `Monitored`'s before, for runs without).
+    MonitoredExported,
+    #[interceptor_runtime::intercept(monitor)]
+}
+
+bench_service! {
+    /// `monitor` plus what v0.1's monitor did per message with the `metrics`
+    /// feature ([`PerMessageMetrics`]): the recorder's cost before batching,
+    /// measured beside it.
+    PerMessageExported,
+    #[interceptor_runtime::intercept(monitor, with = PerMessageMetrics::new())]
+}
+
+/// v0.1's per-message export, replayed: a counter increment and a histogram
+/// sample per message, on handles made once (by the method's first call, so
+/// after the recorder is installed). Not part of the runtime: the bench's
+/// baseline for the recorder's cost.
+#[derive(Debug)]
+pub struct PerMessageMetrics {
+    handles: std::sync::OnceLock<[(metrics::Counter, metrics::Histogram); 2]>,
+}
+
+impl PerMessageMetrics {
+    /// Handles made on the first call.
+    pub fn new() -> Self {
+        PerMessageMetrics { handles: std::sync::OnceLock::new() }
+    }
+}
+
+impl Default for PerMessageMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl interceptor_runtime::Interceptor for PerMessageMetrics {
+    type Call = ();
+    type Stream = ();
+
+    fn name(&self) -> &'static str {
+        "per_message_metrics"
+    }
+
+    fn on_start(&self, ctx: &interceptor_runtime::CallContext, _: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        self.handles.get_or_init(|| {
+            let info = ctx.method();
+            let labels = [
+                metrics::Label::from_static_parts("grpc_type", info.kind.as_str()),
+                metrics::Label::from_static_parts("grpc_service", info.service),
+                metrics::Label::from_static_parts("grpc_method", info.method),
+            ];
+            [
+                (
+                    metrics::counter!("v01_grpc_server_msg_received_total", labels.iter()),
+                    metrics::histogram!("v01_grpc_server_msg_received_bytes", labels.iter()),
+                ),
+                (
+                    metrics::counter!("v01_grpc_server_msg_sent_total", labels.iter()),
+                    metrics::histogram!("v01_grpc_server_msg_sent_bytes", labels.iter()),
+                ),
+            ]
+        });
+        Ok(())
+    }
+
+    fn on_stream(&self, _: &(), _: &interceptor_runtime::CallContext, _: interceptor_runtime::Direction) {}
+
+    #[inline]
+    fn on_delivered<M: prost::Message + 'static>(
+        &self,
+        _: &(),
+        _: &mut (),
+        msg: &interceptor_runtime::MessageRef<'_, M>,
+    ) {
+        if let Some(handles) = self.handles.get() {
+            let (count, size) = &handles[msg.direction() as usize];
+            count.increment(1);
+            size.record(msg.encoded_len() as f64);
+        }
+    }
+}
+
+bench_service! {
+    /// monitor, rate and budget (with `streams`), each stream with its own
+    /// rate limiter, at limits no benchmark reaches.
+    LimitedPerStream,
+    #[interceptor_runtime::intercept(
+        monitor,
+        rate = 1_000_000_000,
+        budget(messages = 1_000_000_000_000, bytes = "1TiB", duration = "1h", streams = 100_000),
+    )]
+}
+
+bench_service! {
+    /// The same with one rate limiter per method, shared by all its streams.
+    LimitedPerMethod,
+    #[interceptor_runtime::intercept(
+        monitor,
+        rate(recv = 1_000_000_000, send = 1_000_000_000, scope = method),
+        budget(messages = 1_000_000_000_000, bytes = "1TiB", duration = "1h", streams = 100_000),
+    )]
+}
+
+bench_service! {
     /// All three, as the issue asks to measure them.
     Intercepted,
     #[interceptor_runtime::intercept(

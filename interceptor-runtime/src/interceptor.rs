@@ -93,7 +93,7 @@ impl<'a, M> MessageRef<'a, M> {
 ///    before the handler or the client gets it: may wait, may reject; then
 ///    [`on_delivered`](Self::on_delivered) once every interceptor let it pass.
 ///    [`poll_interrupt`](Self::poll_interrupt) when a direction starts, while
-///    it is idle, and when a timer it registered fires; also while the
+///    it is idle or held back, and when a timer it registered fires; also while the
 ///    handler runs, so that a timer ends a handler that is neither reading
 ///    nor writing (a unary one, say): its future is dropped.
 /// 4. [`on_end`](Self::on_end) exactly once, with the final status and stats.
@@ -181,8 +181,9 @@ pub trait Interceptor: Send + Sync + 'static {
     ///
     /// It is polled once when each direction starts (so a timer is
     /// registered even on a stream that never waits), whenever a direction
-    /// finds no message ready, and before the next message of each direction
-    /// once a timer registered here has fired. While the handler runs, it is
+    /// finds no message ready or an interceptor holds its message back, and
+    /// before the next message of each direction once a timer registered
+    /// here has fired. While the handler runs, it is
     /// polled with the outbound direction's state whenever the handler waits
     /// (once, and again after a timer fired): `Ready` then drops the handler's
     /// future, and the call ends with the status. `cx`'s waker belongs to the

@@ -1,5 +1,11 @@
 //! Per-method statistics that a program can snapshot, filled in by the
 //! `monitor` interceptor.
+//!
+//! A method's totals are atomics, added to once per call when it starts and
+//! once when it ends (nothing per message, no lock): the calls that an
+//! interceptor ended are counted in a small table of (name, count) slots, one
+//! per interceptor name, claimed without a lock the first time that name ends
+//! a call.
 
 use std::{
     collections::BTreeMap,
@@ -10,6 +16,7 @@ use std::{
     time::Duration,
 };
 
+use once_cell::race::OnceBox;
 use tonic::Code;
 
 #[cfg(feature = "monitor")]
@@ -28,7 +35,53 @@ pub struct MethodStats {
     bytes_sent: AtomicU64,
     nanos: AtomicU64,
     codes: [AtomicU64; 17],
-    ended_by: Mutex<BTreeMap<&'static str, u64>>,
+    ended_by: EndedBy,
+}
+
+/// Calls ended by an interceptor, by its name: a fixed table of slots, each
+/// claimed for one name (lock-free, the first time that name ends a call)
+/// and counted with an atomic add. A method names as many interceptors as its
+/// attribute does, so the table does not fill up; if it ever did, the names
+/// past it would be counted in a map behind a lock.
+#[derive(Debug, Default)]
+struct EndedBy {
+    slots: [EndedBySlot; ENDED_BY_SLOTS],
+    overflow: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+const ENDED_BY_SLOTS: usize = 8;
+
+#[derive(Debug, Default)]
+struct EndedBySlot {
+    name: OnceBox<&'static str>,
+    count: AtomicU64,
+}
+
+impl EndedBy {
+    #[cfg(feature = "monitor")]
+    fn add(&self, name: &'static str) {
+        for slot in &self.slots {
+            // An empty slot is claimed for `name`; if another name claimed
+            // it first, the search goes on.
+            let claimed = slot.name.get_or_init(|| Box::new(name));
+            if *claimed == name {
+                slot.count.fetch_add(1, Relaxed);
+                return;
+            }
+        }
+        *self.overflow.lock().unwrap_or_else(|e| e.into_inner()).entry(name).or_default() += 1;
+    }
+
+    fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        let mut map = self.overflow.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for slot in &self.slots {
+            let (Some(name), count) = (slot.name.get(), slot.count.load(Relaxed)) else { break };
+            if count > 0 {
+                *map.entry(*name).or_default() += count;
+            }
+        }
+        map
+    }
 }
 
 /// A copy of one method's totals.
@@ -83,7 +136,7 @@ impl MethodStats {
             bytes_sent: AtomicU64::new(0),
             nanos: AtomicU64::new(0),
             codes: Default::default(),
-            ended_by: Mutex::default(),
+            ended_by: EndedBy::default(),
         }
     }
 
@@ -104,7 +157,7 @@ impl MethodStats {
         self.nanos.fetch_add(outcome.duration.as_nanos() as u64, Relaxed);
         self.codes[outcome.code as usize].fetch_add(1, Relaxed);
         if let Some(name) = outcome.ended_by {
-            *self.ended_by.lock().unwrap_or_else(|e| e.into_inner()).entry(name).or_default() += 1;
+            self.ended_by.add(name);
         }
         // Last, so that a snapshot that sees the call finished sees its counts.
         self.finished.fetch_add(1, Relaxed);
@@ -128,7 +181,7 @@ impl MethodStats {
                     (n > 0).then(|| (Code::from_i32(i as i32), n))
                 })
                 .collect(),
-            ended_by: self.ended_by.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            ended_by: self.ended_by.snapshot(),
         }
     }
 }
@@ -163,4 +216,28 @@ pub fn method(full_name: &str) -> Option<MethodSnapshot> {
 /// every call has ended and its streams are dropped. For leak checks.
 pub fn live_calls() -> usize {
     crate::engine::LIVE_CALLS.load(Relaxed)
+}
+
+#[cfg(all(test, feature = "monitor"))]
+mod tests {
+    use super::EndedBy;
+
+    #[test]
+    fn calls_ended_by_each_name_are_counted_past_the_table_too() {
+        let ended_by = EndedBy::default();
+        let names = ["rate", "budget", "a", "b", "c", "d", "e", "f", "g", "h"];
+        for (i, name) in names.iter().enumerate() {
+            for _ in 0..=i {
+                ended_by.add(name);
+            }
+        }
+        // Another string with the same name counts under it.
+        ended_by.add(String::from("rate").leak());
+        let snapshot = ended_by.snapshot();
+        assert_eq!(snapshot.len(), names.len());
+        assert_eq!(snapshot["rate"], 2);
+        for (i, name) in names.iter().enumerate().skip(1) {
+            assert_eq!(snapshot[name], i as u64 + 1, "{name}");
+        }
+    }
 }

@@ -22,19 +22,21 @@
 //! The counts are the call's own (the ones [`CallContext::stats`] reports),
 //! so budget keeps none per direction. `duration` and `idle` share one timer
 //! per call, kept in the call's state and polled by its streams: no task is
-//! spawned per stream.
+//! spawned per stream. Nothing on the call's path takes a lock: the `streams`
+//! slots are one atomic counter per method (on a cache line of its own), and
+//! the timer sits in an atomic slot of the call, which the direction that
+//! polls it empties and fills again.
 
 use std::{
+    fmt,
     future::Future,
     pin::Pin,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Mutex, TryLockError,
-    },
+    sync::atomic::{AtomicU64, Ordering},
     task::{Context, Poll},
     time::Duration,
 };
 
+use crossbeam_utils::{atomic::AtomicCell, CachePadded};
 use tokio::time::{Instant, Sleep};
 use tonic::{metadata::MetadataMap, Status};
 
@@ -62,13 +64,15 @@ pub struct BudgetConfig {
 #[derive(Debug)]
 pub struct Budget {
     config: BudgetConfig,
-    active: AtomicU64,
+    /// Calls holding a `streams` slot. Written when a call starts and ends,
+    /// so kept off the line of `config`, which every message reads.
+    active: CachePadded<AtomicU64>,
 }
 
 impl Budget {
     /// A budget with these limits.
     pub fn new(config: BudgetConfig) -> Self {
-        Budget { config, active: AtomicU64::new(0) }
+        Budget { config, active: CachePadded::new(AtomicU64::new(0)) }
     }
 
     /// Calls of the method holding a `streams` slot now.
@@ -78,26 +82,38 @@ impl Budget {
 }
 
 /// Per-call state of [`Budget`].
-#[derive(Debug)]
 pub struct BudgetCall {
-    /// The `duration` / `idle` timer. Either direction polls it, with the
-    /// call's waker, so whichever does, both hear when it fires; one that
-    /// finds it locked leaves it to the other.
-    timer: Mutex<Option<Timer>>,
+    /// The `duration` / `idle` timer, in an atomic slot. Either direction
+    /// polls it, with the call's waker, so whichever does, both hear when it
+    /// fires: the one that polls takes it out of the slot and puts it back,
+    /// and one that finds the slot empty leaves the timer to the other.
+    timer: AtomicCell<Option<Pin<Box<Timer>>>>,
 }
 
-#[derive(Debug)]
-struct Timer {
-    sleep: Pin<Box<Sleep>>,
-    /// Messages both ways when the idle timer was last set.
-    idle_seen: u64,
+// The slot is a pointer-sized atomic, not a lock.
+const _: () = assert!(AtomicCell::<Option<Pin<Box<Timer>>>>::is_lock_free());
+
+impl fmt::Debug for BudgetCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BudgetCall").finish_non_exhaustive()
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct Timer {
+        #[pin]
+        sleep: Sleep,
+        // Messages both ways when the idle timer was last set.
+        idle_seen: u64,
+    }
 }
 
 impl Timer {
     /// `seen` messages have passed both ways: the timer fires at `deadline`.
-    fn restart(&mut self, seen: u64, deadline: Instant) {
-        self.idle_seen = seen;
-        self.sleep.as_mut().reset(deadline);
+    fn restart(self: Pin<&mut Self>, seen: u64, deadline: Instant) {
+        let this = self.project();
+        *this.idle_seen = seen;
+        this.sleep.reset(deadline);
     }
 }
 
@@ -138,11 +154,10 @@ impl Interceptor for Budget {
                 )));
             }
         }
-        let timer = (self.config.duration.is_some() || self.config.idle.is_some()).then(|| Timer {
-            sleep: Box::pin(tokio::time::sleep_until(self.next_deadline(ctx, ctx.started()))),
-            idle_seen: 0,
+        let timer = (self.config.duration.is_some() || self.config.idle.is_some()).then(|| {
+            Box::pin(Timer { sleep: tokio::time::sleep_until(self.next_deadline(ctx, ctx.started())), idle_seen: 0 })
         });
-        Ok(BudgetCall { timer: Mutex::new(timer) })
+        Ok(BudgetCall { timer: AtomicCell::new(timer) })
     }
 
     fn on_stream(&self, _: &BudgetCall, _: &CallContext, _: Direction) {}
@@ -170,20 +185,42 @@ impl Interceptor for Budget {
     }
 
     fn poll_interrupt(&self, call: &BudgetCall, _: &mut (), ctx: &CallContext, cx: &mut Context<'_>) -> Poll<Status> {
-        let mut timer = match call.timer.try_lock() {
-            Ok(timer) => timer,
-            Err(TryLockError::WouldBlock) => return Poll::Pending,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-        };
-        let Some(timer) = timer.as_mut() else { return Poll::Pending };
+        // Empty: no timer, or the other direction is polling it.
+        let Some(mut timer) = call.timer.take() else { return Poll::Pending };
+        let polled = self.poll_timer(timer.as_mut(), ctx, cx);
+        call.timer.store(Some(timer));
+        polled
+    }
+
+    fn on_end(&self, call: &BudgetCall, _: &CallContext) {
+        if self.config.streams.is_some() {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+        }
+        // The timer goes with the call (or with the call's state, if a
+        // direction is polling it right now).
+        drop(call.timer.take());
+    }
+}
+
+/// RESOURCE_EXHAUSTED for a `messages` or `bytes` budget; out of line, so
+/// that the per-message check stays small enough to inline.
+#[cold]
+#[inline(never)]
+fn used_up(max: u64, what: &str, direction: Direction) -> Status {
+    Status::resource_exhausted(format!("budget: {max} {what} per stream used up ({})", direction.as_str()))
+}
+
+impl Budget {
+    /// Polls the call's timer: `Ready` once a limit is used up.
+    fn poll_timer(&self, mut timer: Pin<&mut Timer>, ctx: &CallContext, cx: &mut Context<'_>) -> Poll<Status> {
         if self.config.idle.is_some() {
             let seen = messages_both_ways(ctx);
             if seen != timer.idle_seen {
                 // Messages passed since the timer was set: idle from now.
-                timer.restart(seen, self.next_deadline(ctx, Instant::now()));
+                timer.as_mut().restart(seen, self.next_deadline(ctx, Instant::now()));
             }
         }
-        while timer.sleep.as_mut().poll(cx).is_ready() {
+        while timer.as_mut().project().sleep.poll(cx).is_ready() {
             let now = Instant::now();
             if self.config.duration.is_some_and(|d| now >= ctx.started() + d) {
                 return Poll::Ready(self.duration_used_up());
@@ -197,31 +234,11 @@ impl Interceptor for Budget {
                 )));
             }
             // A message passed meanwhile: wait another `idle` from now.
-            timer.restart(seen, self.next_deadline(ctx, now));
+            timer.as_mut().restart(seen, self.next_deadline(ctx, now));
         }
         Poll::Pending
     }
 
-    fn on_end(&self, call: &BudgetCall, _: &CallContext) {
-        if self.config.streams.is_some() {
-            self.active.fetch_sub(1, Ordering::AcqRel);
-        }
-        // The timer goes with the call.
-        if let Ok(mut timer) = call.timer.lock() {
-            *timer = None;
-        }
-    }
-}
-
-/// RESOURCE_EXHAUSTED for a `messages` or `bytes` budget; out of line, so
-/// that the per-message check stays small enough to inline.
-#[cold]
-#[inline(never)]
-fn used_up(max: u64, what: &str, direction: Direction) -> Status {
-    Status::resource_exhausted(format!("budget: {max} {what} per stream used up ({})", direction.as_str()))
-}
-
-impl Budget {
     #[cold]
     #[inline(never)]
     fn duration_used_up(&self) -> Status {

@@ -2,8 +2,22 @@
 //! large messages, and per-method totals in [`crate::stats`]. With the
 //! `metrics` feature it also exports through the `metrics` facade, under the
 //! names gRPC dashboards expect (see [`crate::metrics`]).
+//!
+//! Per message, monitor writes nothing that other streams share: the counts
+//! are the call's own, the per-method totals take them when the call ends,
+//! and the metrics counters take them in batches (every 256 messages, within
+//! 100 ms of when a direction goes quiet, and at the end of the call; see
+//! [`crate::metrics`]).
 
 use std::sync::{Arc, OnceLock};
+#[cfg(feature = "metrics")]
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use tonic::{metadata::MetadataMap, Status};
 use tracing::Span;
@@ -58,6 +72,42 @@ impl Monitor {
 #[derive(Debug)]
 pub struct MonitorCall {
     span: Span,
+    /// Messages each way (inbound, outbound) already added to the metrics
+    /// counters; [`ENDED`] is set once the call's end has added the rest, so
+    /// that a direction still running adds no more.
+    #[cfg(feature = "metrics")]
+    published: [AtomicU64; 2],
+}
+
+/// In [`MonitorCall::published`]: the call has ended.
+#[cfg(feature = "metrics")]
+const ENDED: u64 = 1 << 63;
+
+/// A busy direction adds its count to the metrics counters every this many
+/// messages.
+#[cfg(feature = "metrics")]
+const FLUSH_EVERY: u32 = 256;
+
+/// A direction that went quiet adds its count this long after.
+#[cfg(feature = "metrics")]
+const FLUSH_AFTER: Duration = Duration::from_millis(100);
+
+/// Per-direction state of [`Monitor`]: with the `metrics` feature, when the
+/// direction next adds its count to the metrics counters.
+#[derive(Debug)]
+pub struct MonitorStream {
+    #[cfg(feature = "metrics")]
+    direction: Direction,
+    /// Messages until the next batch.
+    #[cfg(feature = "metrics")]
+    countdown: u32,
+    /// The direction went quiet before: the next time it does, it sets a
+    /// timer rather than adding its count at once.
+    #[cfg(feature = "metrics")]
+    was_quiet: bool,
+    /// Set when the direction went quiet with messages not added yet.
+    #[cfg(feature = "metrics")]
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl MonitorCall {
@@ -83,7 +133,7 @@ fn warn_large(span: &Span, direction: Direction, bytes: usize, limit: u64) {
 
 impl Interceptor for Monitor {
     type Call = MonitorCall;
-    type Stream = ();
+    type Stream = MonitorStream;
 
     fn name(&self) -> &'static str {
         "monitor"
@@ -104,16 +154,32 @@ impl Interceptor for Monitor {
         if let Some(peer) = ctx.peer() {
             span.record("net.peer", tracing::field::display(peer));
         }
-        Ok(MonitorCall { span })
+        Ok(MonitorCall {
+            span,
+            #[cfg(feature = "metrics")]
+            published: [AtomicU64::new(0), AtomicU64::new(0)],
+        })
     }
 
-    fn on_stream(&self, _: &MonitorCall, _: &CallContext, _: Direction) {}
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn on_stream(&self, _: &MonitorCall, _: &CallContext, direction: Direction) -> MonitorStream {
+        MonitorStream {
+            #[cfg(feature = "metrics")]
+            direction,
+            #[cfg(feature = "metrics")]
+            countdown: FLUSH_EVERY,
+            #[cfg(feature = "metrics")]
+            was_quiet: false,
+            #[cfg(feature = "metrics")]
+            timer: None,
+        }
+    }
 
     #[inline]
     fn on_message<M: prost::Message + 'static>(
         &self,
         call: &MonitorCall,
-        _: &mut (),
+        _: &mut MonitorStream,
         msg: &MessageRef<'_, M>,
     ) -> Result<(), Status> {
         if let Some(limit) = self.config.warn_size {
@@ -124,17 +190,83 @@ impl Interceptor for Monitor {
         Ok(())
     }
 
+    /// Counts down to the next batch: a plain decrement of the direction's
+    /// own state.
     #[cfg(feature = "metrics")]
     #[inline]
-    fn on_delivered<M: prost::Message + 'static>(&self, _: &MonitorCall, _: &mut (), msg: &MessageRef<'_, M>) {
-        self.per_method(msg.call().method()).metrics.message(msg.direction(), msg.encoded_len());
+    fn on_delivered<M: prost::Message + 'static>(
+        &self,
+        call: &MonitorCall,
+        stream: &mut MonitorStream,
+        msg: &MessageRef<'_, M>,
+    ) {
+        stream.countdown -= 1;
+        if stream.countdown == 0 {
+            self.flush_busy(call, stream, msg.call(), msg.index() + 1);
+        }
+    }
+
+    /// A quiet direction with messages not added yet adds them at once the
+    /// first time (a stream that sends a message or two and then waits, as
+    /// held streams do, needs no timer); after that it sets a timer, and adds
+    /// them when it fires. The timer is polled once, when it is set, with the
+    /// call's waker: when it fires, that waker has the direction (busy or
+    /// waiting) poll the timers again, and it then finds it elapsed. So a
+    /// direction that goes quiet often pays a load or two each time.
+    #[cfg(feature = "metrics")]
+    fn poll_interrupt(
+        &self,
+        call: &MonitorCall,
+        stream: &mut MonitorStream,
+        ctx: &CallContext,
+        cx: &mut Context<'_>,
+    ) -> Poll<Status> {
+        match &mut stream.timer {
+            Some(timer) if timer.is_elapsed() => {
+                stream.timer = None;
+                let count = ctx.counters(stream.direction).messages.load(Relaxed);
+                self.publish(call, ctx, stream.direction, count);
+            }
+            Some(_) => {}
+            None => {
+                let count = ctx.counters(stream.direction).messages.load(Relaxed);
+                if count <= call.published[stream.direction as usize].load(Relaxed) {
+                    return Poll::Pending;
+                }
+                if !std::mem::replace(&mut stream.was_quiet, true) {
+                    self.publish(call, ctx, stream.direction, count);
+                } else {
+                    let mut timer = Box::pin(tokio::time::sleep(FLUSH_AFTER));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        self.publish(call, ctx, stream.direction, count);
+                    } else {
+                        stream.timer = Some(timer);
+                    }
+                }
+            }
+        }
+        Poll::Pending
     }
 
     fn on_end(&self, call: &MonitorCall, ctx: &CallContext) {
         let method = self.per_method(ctx.method());
         method.stats.record_end(ctx);
         #[cfg(feature = "metrics")]
-        method.metrics.handled(ctx);
+        {
+            if let Some(outcome) = ctx.outcome() {
+                let s = outcome.stats;
+                for (direction, count) in
+                    [(Direction::Inbound, s.messages_received), (Direction::Outbound, s.messages_sent)]
+                {
+                    // The rest of the call's count, once: no direction adds any after this.
+                    let before = call.published[direction as usize].swap(count | ENDED, Relaxed);
+                    if before & ENDED == 0 && count > before {
+                        method.metrics.messages(direction, count - before);
+                    }
+                }
+            }
+            method.metrics.handled(ctx);
+        }
         let Some(outcome) = ctx.outcome() else { return };
         let s = outcome.stats;
         tracing::info!(
@@ -149,5 +281,29 @@ impl Interceptor for Monitor {
             duration_us = outcome.duration.as_micros() as u64,
             "call ended"
         );
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Monitor {
+    /// Every [`FLUSH_EVERY`] messages: adds the direction's count so far
+    /// (`count`, the message being delivered included). Out of line, so that
+    /// the per-message countdown stays small.
+    #[cold]
+    #[inline(never)]
+    fn flush_busy(&self, call: &MonitorCall, stream: &mut MonitorStream, ctx: &CallContext, count: u64) {
+        stream.countdown = FLUSH_EVERY;
+        self.publish(call, ctx, stream.direction, count);
+    }
+
+    /// Adds what `direction` counted (`count` in all) and was not added yet,
+    /// unless the call has ended (its end added the call's count).
+    fn publish(&self, call: &MonitorCall, ctx: &CallContext, direction: Direction, count: u64) {
+        let published = &call.published[direction as usize];
+        let added =
+            published.fetch_update(Relaxed, Relaxed, |before| (before & ENDED == 0 && count > before).then_some(count));
+        if let Ok(before) = added {
+            self.per_method(ctx.method()).metrics.messages(direction, count - before);
+        }
     }
 }

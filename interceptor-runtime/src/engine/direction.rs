@@ -150,9 +150,29 @@ impl<I: Interceptor, const OUT: bool> DirectionView<I, OUT> {
         }
     }
 
+    /// An interceptor holds the message back (a `rate` waits for a permit):
+    /// the direction is quiet, as one that finds no message ready is, so it
+    /// polls the interceptors' timers too (a `monitor` publishes its counts,
+    /// a `budget`'s idle timer restarts), then waits.
+    ///
+    /// # Safety
+    /// `cell_ptr` is this direction's handle's pointer (I2).
+    #[inline(never)]
+    unsafe fn held_back(
+        &self,
+        cell_ptr: *const (),
+        state: &mut Option<I::Stream>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Status>> {
+        // SAFETY: I2: the caller's promise, passed on.
+        if let Some(status) = unsafe { self.attend(cell_ptr, state) } {
+            return Poll::Ready(Err(status));
+        }
+        self.wait(state, cx)
+    }
+
     /// An interceptor holds the message back: wait, unless the call was ended
     /// meanwhile.
-    #[inline(never)]
     fn wait(&self, state: &mut Option<I::Stream>, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         let ctx = &self.0.ctx;
         ctx.register(Self::DIRECTION, cx.waker());
@@ -199,7 +219,8 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedDirecti
                 Poll::Ready(Ok(()))
             }
             Ok(Poll::Ready(Err(status))) => Poll::Ready(Err(self.reject(state, status))),
-            Ok(Poll::Pending) => self.wait(state, cx),
+            // SAFETY: I2: the caller's promise, passed on.
+            Ok(Poll::Pending) => unsafe { self.held_back(cell_ptr, state, cx) },
             Err(payload) => Poll::Ready(Err(self.hook_panicked(state, "poll_message", payload))),
         }
     }
