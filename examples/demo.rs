@@ -4,6 +4,11 @@
 //!
 //! `cargo run --example demo` (set `RUST_LOG=info` to see each call's span and
 //! end event; add `-- --serve` to keep the servers up for `curl`).
+//!
+//! `-- --otel stdout` prints each call's OpenTelemetry span (the service has
+//! `otel`); with `--features otlp`, `-- --otel otlp` sends them to a collector
+//! over OTLP/gRPC (`OTEL_EXPORTER_OTLP_ENDPOINT`, by default
+//! `http://localhost:4317`).
 
 use std::time::Duration;
 
@@ -15,6 +20,7 @@ use interceptor_examples::{
     Guide,
 };
 use interceptor_runtime::{stats, MethodNamesLayer};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tokio_stream::{wrappers::TcpListenerStream, StreamExt};
 use tonic::transport::{Channel, Server};
 
@@ -36,6 +42,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), &[64.0, 1024.0, 16384.0, 262144.0, 4194304.0])?
         .install_recorder()?;
     let metrics_addr = serve_metrics(prometheus).await?;
+    // Like the recorder, before the first call.
+    let tracer_provider = install_otel()?;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -72,7 +80,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let _ = stop.send(());
     server.await??;
+    if let Some(provider) = tracer_provider {
+        provider.shutdown()?; // exports what is still buffered
+    }
     Ok(())
+}
+
+/// `--otel stdout` or `--otel otlp`: a tracer provider exporting there, made
+/// the global one, which `otel` traces every call with.
+fn install_otel() -> Result<Option<SdkTracerProvider>, Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(at) = args.iter().position(|a| a == "--otel") else { return Ok(None) };
+    let builder = SdkTracerProvider::builder();
+    let provider = match args.get(at + 1).map(String::as_str) {
+        Some("stdout") => builder.with_simple_exporter(opentelemetry_stdout::SpanExporter::default()).build(),
+        #[cfg(feature = "otlp")]
+        Some("otlp") => {
+            builder.with_batch_exporter(opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?).build()
+        }
+        other => {
+            let otlp = if cfg!(feature = "otlp") { "`otlp`" } else { "`otlp` (built with `--features otlp`)" };
+            return Err(format!("--otel {}: expected `stdout` or {otlp}", other.unwrap_or("")).into());
+        }
+    };
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    Ok(Some(provider))
 }
 
 /// Serves the Prometheus text on a loopback port of its own.

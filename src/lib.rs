@@ -170,10 +170,11 @@ macro_rules! route_guide {
 }
 
 route_guide! {
-    /// The demo service: `monitor` on every method from the impl, and a
-    /// message-size warning added on `route_chat`.
+    /// The demo service: `otel` (first, so that it sees every call) and
+    /// `monitor` on every method from the impl, and a message-size warning
+    /// added on `route_chat`.
     Guide,
-    impl: [#[interceptor_runtime::intercept(monitor)]],
+    impl: [#[interceptor_runtime::intercept(otel, monitor)]],
     method: [],
     route_chat: [#[interceptor_runtime::intercept(monitor(warn_size = "1KiB"))]],
     list_features_stream: ReceiverStream<Result<Feature, Status>>,

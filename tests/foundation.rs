@@ -42,11 +42,7 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
-fn totals(method: &str) -> stats::MethodSnapshot {
-    stats::method(&format!("/routeguide.RouteGuide/{method}")).unwrap_or_else(|| panic!("no stats for {method}"))
-}
-
-/// What one call moved, from the totals before and after it.
+/// What one call moved in its method's totals.
 #[derive(Debug, PartialEq, Eq)]
 struct Moved {
     calls: u64,
@@ -55,12 +51,17 @@ struct Moved {
     sent: (u64, u64),
 }
 
-fn moved(before: &stats::MethodSnapshot, after: &stats::MethodSnapshot) -> Moved {
+/// What the calls of `method` did since `before`, once one has finished.
+async fn moved_since(before: &[stats::MethodSnapshot], method: &str) -> Moved {
+    let name = format!("/routeguide.RouteGuide/{method}");
+    let since = || stats::since(before).into_iter().find(|m| m.method == name);
+    eventually(&format!("{method} finished"), || since().is_some_and(|m| m.finished > 0)).await;
+    let m = since().expect("it finished");
     Moved {
-        calls: after.finished - before.finished,
-        ok: after.code(Code::Ok) - before.code(Code::Ok),
-        received: (after.messages_received - before.messages_received, after.bytes_received - before.bytes_received),
-        sent: (after.messages_sent - before.messages_sent, after.bytes_sent - before.bytes_sent),
+        calls: m.finished,
+        ok: m.code(Code::Ok),
+        received: (m.messages_received, m.bytes_received),
+        sent: (m.messages_sent, m.bytes_sent),
     }
 }
 
@@ -71,33 +72,30 @@ fn bytes<M: Message>(messages: &[M]) -> u64 {
 /// Calls each method once and checks the counts `monitor` recorded against
 /// the messages the client sent and received.
 async fn exact_counts(mut client: RouteGuideClient<Channel>) {
-    let before = totals_or_default("GetFeature");
+    let before = stats::snapshot();
     let point = Point { latitude: 3, longitude: 4 };
     let feature = client.get_feature(point).await.unwrap().into_inner();
     assert_eq!(feature.name, "feature at 3,4");
-    eventually("GetFeature finished", || totals("GetFeature").finished > before.finished).await;
     let expected = Moved { calls: 1, ok: 1, received: (1, bytes(&[point])), sent: (1, bytes(&[feature])) };
-    assert_eq!(moved(&before, &totals("GetFeature")), expected, "GetFeature");
+    assert_eq!(moved_since(&before, "GetFeature").await, expected, "GetFeature");
 
-    let before = totals_or_default("ListFeatures");
+    let before = stats::snapshot();
     let rect =
         Rectangle { lo: Some(Point { latitude: 0, longitude: 0 }), hi: Some(Point { latitude: 12, longitude: 12 }) };
     let features: Vec<Feature> =
         client.list_features(rect).await.unwrap().into_inner().map(Result::unwrap).collect().await;
     assert_eq!(features.len(), 35);
-    eventually("ListFeatures finished", || totals("ListFeatures").finished > before.finished).await;
     let expected = Moved { calls: 1, ok: 1, received: (1, bytes(&[rect])), sent: (35, bytes(&features)) };
-    assert_eq!(moved(&before, &totals("ListFeatures")), expected, "ListFeatures");
+    assert_eq!(moved_since(&before, "ListFeatures").await, expected, "ListFeatures");
 
-    let before = totals_or_default("RecordRoute");
+    let before = stats::snapshot();
     let route: Vec<Point> = (0..20).map(|i| Point { latitude: i, longitude: i % 4 }).collect();
     let summary = client.record_route(tokio_stream::iter(route.clone())).await.unwrap().into_inner();
     assert_eq!(summary.point_count, 20);
-    eventually("RecordRoute finished", || totals("RecordRoute").finished > before.finished).await;
     let expected = Moved { calls: 1, ok: 1, received: (20, bytes(&route)), sent: (1, bytes(&[summary])) };
-    assert_eq!(moved(&before, &totals("RecordRoute")), expected, "RecordRoute");
+    assert_eq!(moved_since(&before, "RecordRoute").await, expected, "RecordRoute");
 
-    let before = totals_or_default("RouteChat");
+    let before = stats::snapshot();
     let notes: Vec<RouteNote> = (0..10)
         .map(|i| RouteNote { location: Some(Point { latitude: i % 3, longitude: 0 }), message: format!("note {i}") })
         .collect();
@@ -110,26 +108,8 @@ async fn exact_counts(mut client: RouteGuideClient<Channel>) {
         .collect()
         .await;
     assert_eq!(replies.len(), 22);
-    eventually("RouteChat finished", || totals("RouteChat").finished > before.finished).await;
     let expected = Moved { calls: 1, ok: 1, received: (10, bytes(&notes)), sent: (22, bytes(&replies)) };
-    assert_eq!(moved(&before, &totals("RouteChat")), expected, "RouteChat");
-}
-
-fn totals_or_default(method: &str) -> stats::MethodSnapshot {
-    let name = format!("/routeguide.RouteGuide/{method}");
-    stats::method(&name).unwrap_or(stats::MethodSnapshot {
-        method: "",
-        kind: interceptor_runtime::RpcKind::Unary,
-        started: 0,
-        finished: 0,
-        messages_received: 0,
-        bytes_received: 0,
-        messages_sent: 0,
-        bytes_sent: 0,
-        total_duration: Duration::ZERO,
-        codes: Vec::new(),
-        ended_by: Default::default(),
-    })
+    assert_eq!(moved_since(&before, "RouteChat").await, expected, "RouteChat");
 }
 
 /// One call seen by the [`Recorder`]: how many times its `on_end` ran, its

@@ -195,6 +195,18 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         needs_one_of: &[],
         usage: "`budget = 1000` (messages) or `budget(messages = 1000, bytes = \"4MiB\", duration = \"30s\")`",
     },
+    Builtin {
+        name: "otel",
+        feature: "otel",
+        enabled: cfg!(any(test, feature = "otel")),
+        interceptor: "Otel",
+        config: "OtelConfig",
+        options: &[],
+        bare: true,
+        shorthand: None,
+        needs_one_of: &[],
+        usage: "`otel` (it takes no options)",
+    },
 ];
 
 /// The row of `name`.

@@ -41,6 +41,9 @@
 //! # The attribute
 //! - `monitor`, `monitor(warn_size = "1MiB")`: counts, a `tracing` span per call,
 //!   per-method totals in [`stats`].
+//! - `otel` (feature `otel`): an OpenTelemetry SERVER span per call, ended
+//!   with the call's real end and status, and `rpc.server.call.duration`
+//!   (the `otel` module).
 //!
 //! On an impl, the attribute may stand above or below `#[tonic::async_trait]`;
 //! on a single method, below it. Option values may be expressions (see the
@@ -74,6 +77,8 @@ pub mod testing;
 pub use builtin::budget;
 #[cfg(feature = "monitor")]
 pub use builtin::monitor;
+#[cfg(feature = "otel")]
+pub use builtin::otel;
 #[cfg(feature = "rate")]
 pub use builtin::rate;
 
@@ -95,6 +100,8 @@ pub mod __private {
     pub use crate::builtin::budget::{Budget, BudgetConfig};
     #[cfg(feature = "monitor")]
     pub use crate::builtin::monitor::{Monitor, MonitorConfig};
+    #[cfg(feature = "otel")]
+    pub use crate::builtin::otel::{Otel, OtelConfig};
     #[cfg(feature = "rate")]
     pub use crate::builtin::rate::{OnExceed, Rate, RateConfig, RateScope};
     pub use crate::engine::{type_name_of, CallGuard, Method, MethodInfo, RpcKind, Run, Slot};

@@ -1,5 +1,7 @@
 //! Per-method statistics that a program can snapshot, filled in by the
-//! `monitor` interceptor.
+//! `monitor` interceptor. A test reads what its own calls did with
+//! [`since`] (the difference from an earlier [`snapshot`]) or after a
+//! [`reset`].
 //!
 //! A method's totals are atomics, added to once per call when it starts and
 //! once when it ends (nothing per message, no lock): the calls that an
@@ -120,6 +122,40 @@ impl MethodSnapshot {
     pub fn code(&self, code: Code) -> u64 {
         self.codes.iter().find(|(c, _)| *c == code).map_or(0, |(_, n)| *n)
     }
+
+    /// What the method did between `earlier`, a snapshot of the same method,
+    /// and this one: every count is the difference.
+    ///
+    /// A call's messages, bytes, duration and code are added to the totals
+    /// when it ends, so a call in flight at `earlier` that ends before this
+    /// snapshot counts whole in the difference, as started, finished and
+    /// with all its messages. (`in_flight()` of the difference is then that
+    /// of this snapshot.)
+    pub fn since(&self, earlier: &MethodSnapshot) -> MethodSnapshot {
+        let mut codes = self.codes.clone();
+        for (code, n) in &mut codes {
+            *n = n.saturating_sub(earlier.code(*code));
+        }
+        codes.retain(|(_, n)| *n > 0);
+        let mut ended_by = self.ended_by.clone();
+        for (name, n) in &mut ended_by {
+            *n = n.saturating_sub(earlier.ended_by.get(name).copied().unwrap_or(0));
+        }
+        ended_by.retain(|_, n| *n > 0);
+        MethodSnapshot {
+            method: self.method,
+            kind: self.kind,
+            started: self.started.saturating_sub(earlier.finished),
+            finished: self.finished.saturating_sub(earlier.finished),
+            messages_received: self.messages_received.saturating_sub(earlier.messages_received),
+            bytes_received: self.bytes_received.saturating_sub(earlier.bytes_received),
+            messages_sent: self.messages_sent.saturating_sub(earlier.messages_sent),
+            bytes_sent: self.bytes_sent.saturating_sub(earlier.bytes_sent),
+            total_duration: self.total_duration.saturating_sub(earlier.total_duration),
+            codes,
+            ended_by,
+        }
+    }
 }
 
 // Only `monitor` records; without it the totals stay empty.
@@ -200,16 +236,98 @@ pub(crate) fn method_stats(info: &MethodInfo) -> Arc<MethodStats> {
     map.entry(info.full_name).or_insert_with(|| Arc::new(MethodStats::new(info.clone()))).clone()
 }
 
-/// The totals of every monitored method that has had a call, by method name.
+/// The totals of every monitored method that has had a call, by method name
+/// (since the last [`reset`], if any).
 pub fn snapshot() -> Vec<MethodSnapshot> {
     let map = registry().lock().unwrap_or_else(|e| e.into_inner());
-    map.values().map(|m| m.snapshot()).collect()
+    map.values().map(|m| since_reset(m.snapshot())).collect()
 }
 
-/// The totals of one method (`/package.Service/Method`), if it had a call.
+/// The totals of one method (`/package.Service/Method`), if it had a call
+/// (since the last [`reset`], if any).
 pub fn method(full_name: &str) -> Option<MethodSnapshot> {
     let map = registry().lock().unwrap_or_else(|e| e.into_inner());
-    map.get(full_name).map(|m| m.snapshot())
+    map.get(full_name).map(|m| since_reset(m.snapshot()))
+}
+
+/// What every method did since `before`, an earlier [`snapshot`]: the
+/// methods with calls since then (or in flight), each the difference
+/// ([`MethodSnapshot::since`]). For tests: no totals to subtract by hand.
+///
+/// The totals are the process's: calls of the same method made meanwhile by
+/// other tests running in parallel are in the difference too.
+///
+/// ```
+/// use interceptor_runtime::{intercept, stats};
+/// use tonic::{Code, Request, Response, Status};
+///
+/// struct Svc;
+///
+/// impl Svc {
+///     #[intercept(monitor, service = "doc.Stats")]
+///     async fn ping(&self, request: Request<()>) -> Result<Response<()>, Status> {
+///         Ok(Response::new(request.into_inner()))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// Svc.ping(Request::new(())).await.unwrap();
+///
+/// let before = stats::snapshot();
+/// Svc.ping(Request::new(())).await.unwrap();
+/// Svc.ping(Request::new(())).await.unwrap();
+/// let moved = stats::since(&before);
+/// assert_eq!(moved.len(), 1);
+/// let ping = &moved[0];
+/// assert_eq!((ping.method, ping.finished, ping.code(Code::Ok)), ("/doc.Stats/Ping", 2, 2));
+/// assert_eq!(ping.messages_received, 2);
+///
+/// // Or start the totals over.
+/// stats::reset();
+/// assert!(stats::snapshot().iter().all(|m| m.finished == 0));
+/// Svc.ping(Request::new(())).await.unwrap();
+/// assert_eq!(stats::method("/doc.Stats/Ping").unwrap().finished, 1);
+/// # }
+/// ```
+pub fn since(before: &[MethodSnapshot]) -> Vec<MethodSnapshot> {
+    let moved = snapshot().into_iter().map(|now| match before.iter().find(|b| b.method == now.method) {
+        Some(earlier) => now.since(earlier),
+        None => now,
+    });
+    moved.filter(|m| m.started > 0 || m.finished > 0).collect()
+}
+
+/// Starts every method's totals over: [`snapshot`] and [`method`] count
+/// from now on, as [`since`] a snapshot taken now would. Calls in flight
+/// count as started after the reset.
+///
+/// For tests; the totals are the process's, so tests that reset them must
+/// not run in parallel with tests that read them (prefer [`since`]). It
+/// changes what this module reports only: not the `metrics` export, nor
+/// [`live_calls`].
+pub fn reset() {
+    let map = registry().lock().unwrap_or_else(|e| e.into_inner());
+    let mut baselines = baselines().lock().unwrap_or_else(|e| e.into_inner());
+    for (name, m) in map.iter() {
+        baselines.insert(name, m.snapshot());
+    }
+}
+
+type Baselines = Mutex<BTreeMap<&'static str, MethodSnapshot>>;
+
+/// The totals each method had at the last [`reset`].
+fn baselines() -> &'static Baselines {
+    static BASELINES: OnceLock<Baselines> = OnceLock::new();
+    BASELINES.get_or_init(Default::default)
+}
+
+fn since_reset(totals: MethodSnapshot) -> MethodSnapshot {
+    let baselines = baselines().lock().unwrap_or_else(|e| e.into_inner());
+    match baselines.get(totals.method) {
+        Some(baseline) => totals.since(baseline),
+        None => totals,
+    }
 }
 
 /// Intercepted calls whose state is still alive, over all methods: 0 once
@@ -218,8 +336,45 @@ pub fn live_calls() -> usize {
     crate::engine::LIVE_CALLS.load(Relaxed)
 }
 
-#[cfg(all(test, feature = "monitor"))]
+#[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn totals(started: u64, finished: u64, codes: Vec<(Code, u64)>, by_budget: u64) -> MethodSnapshot {
+        MethodSnapshot {
+            method: "/t.S/M",
+            kind: RpcKind::Bidi,
+            started,
+            finished,
+            messages_received: finished * 10,
+            bytes_received: finished * 100,
+            messages_sent: finished,
+            bytes_sent: finished * 7,
+            total_duration: Duration::from_millis(finished),
+            codes,
+            ended_by: (by_budget > 0).then_some(("budget", by_budget)).into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn a_difference_counts_the_calls_in_flight_before_it_as_its_own() {
+        // 2 calls in flight at `earlier`; then they and 3 more end.
+        let earlier = totals(5, 3, vec![(Code::Ok, 2), (Code::Cancelled, 1)], 0);
+        let now = totals(8, 8, vec![(Code::Ok, 4), (Code::Cancelled, 1), (Code::ResourceExhausted, 3)], 3);
+        let moved = now.since(&earlier);
+        assert_eq!((moved.started, moved.finished, moved.in_flight()), (5, 5, 0));
+        assert_eq!(moved.codes, [(Code::Ok, 2), (Code::ResourceExhausted, 3)]);
+        assert_eq!(moved.ended_by.get("budget"), Some(&3));
+        assert_eq!((moved.messages_received, moved.bytes_sent), (50, 35));
+        assert_eq!(moved.total_duration, Duration::from_millis(5));
+        // Nothing moved: all zero, nothing left over.
+        let still = earlier.since(&earlier);
+        assert_eq!((still.started, still.finished, still.codes.len(), still.ended_by.len()), (2, 0, 0, 0));
+    }
+}
+
+#[cfg(all(test, feature = "monitor"))]
+mod ended_by_tests {
     use super::EndedBy;
 
     #[test]

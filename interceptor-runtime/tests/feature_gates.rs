@@ -16,7 +16,7 @@ fn an_interceptor_whose_feature_is_off_names_the_feature() {
         .expect("cargo runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "the build should fail:\n{stderr}");
-    for feature in ["rate", "budget"] {
+    for feature in ["rate", "budget", "otel"] {
         let expected = format!("the `{feature}` interceptor is behind the `{feature}` feature of interceptor-runtime");
         assert!(stderr.contains(&expected), "no error for `{feature}`:\n{stderr}");
     }

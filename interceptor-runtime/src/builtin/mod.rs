@@ -1,5 +1,5 @@
-//! The interceptors `#[intercept(..)]` names: `monitor`, `rate` and `budget`,
-//! each behind the cargo feature of the same name. They are ordinary
+//! The interceptors `#[intercept(..)]` names: `monitor`, `rate`, `budget` and
+//! `otel`, each behind the cargo feature of the same name. They are ordinary
 //! [`Interceptor`](crate::Interceptor)s: what they do, a user's own can do.
 //!
 //! Each is public at the crate's root (`interceptor_runtime::monitor`, ...).
@@ -8,5 +8,7 @@
 pub mod budget;
 #[cfg(feature = "monitor")]
 pub mod monitor;
+#[cfg(feature = "otel")]
+pub mod otel;
 #[cfg(feature = "rate")]
 pub mod rate;

@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 pub struct Svc;
 
 impl Svc {
-    #[intercept(monitor, rate = 10, budget = 5)]
+    #[intercept(otel, monitor, rate = 10, budget = 5)]
     pub async fn unary(&self, request: Request<()>) -> Result<Response<()>, Status> {
         let _ = request;
         Ok(Response::new(()))
