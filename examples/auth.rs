@@ -17,7 +17,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = format!("http://{}", listener.local_addr()?);
     tokio::spawn(
         Server::builder()
-            .layer(interceptor_runtime::CallEndLayer::new())
+            .layer(interceptor_runtime::InterceptLayer::new())
             .add_service(RouteGuideServer::new(SecureGuide::default()))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );

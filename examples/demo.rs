@@ -19,7 +19,7 @@ use interceptor_examples::{
     pb::{route_guide_client::RouteGuideClient, route_guide_server::RouteGuideServer, Point, Rectangle, RouteNote},
     Guide,
 };
-use interceptor_runtime::{stats, MethodNamesLayer};
+use interceptor_runtime::{stats, InterceptLayer};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tokio_stream::{wrappers::TcpListenerStream, StreamExt};
 use tonic::transport::{Channel, Server};
@@ -48,14 +48,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    // `MethodNamesLayer`: stats, spans and metrics name each method as
+    // `InterceptLayer`: stats, spans and metrics name each method as
     // clients call it (`/routeguide.RouteGuide/RouteChat`).
     let server = tokio::spawn(
         Server::builder()
-            .layer(MethodNamesLayer)
-            // How calls really end (a cancelled upload, a response the client
-            // never got): see the README's "How a call ends".
-            .layer(interceptor_runtime::CallEndLayer::new())
+            .layer(InterceptLayer::new())
             .add_service(RouteGuideServer::new(Guide::default()))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stopped.await;

@@ -14,13 +14,13 @@
 //!   a method's own `#[intercept]` and `#[cfg_attr(.., intercept(..))]`
 //!   inside an annotated impl (merged: never intercepted twice).
 //!
-//! The server has `MethodNamesLayer`: the methods are named as on the wire
+//! The server has `InterceptLayer`: the methods are named as on the wire
 //! (`/echo.Echo/UnaryEcho`), also where the trait is imported.
 
 use std::{marker::PhantomData, pin::Pin, time::Duration};
 
 use async_stream::try_stream;
-use interceptor_runtime::{intercept, stats, MethodNamesLayer, RpcKind};
+use interceptor_runtime::{intercept, stats, InterceptLayer, RpcKind};
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, wrappers::TcpListenerStream, Stream, StreamExt};
 use tonic::{transport::Channel, Code, Request, Response, Status, Streaming};
@@ -238,7 +238,7 @@ async fn serve<S: Echo>(service: S) -> EchoClient<Channel> {
     let addr = listener.local_addr().expect("its address");
     tokio::spawn(
         tonic::transport::Server::builder()
-            .layer(MethodNamesLayer)
+            .layer(InterceptLayer::new())
             .add_service(pb::echo_server::EchoServer::new(service))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );

@@ -1,5 +1,5 @@
 //! Every call ends as it really ended: end to end on real tonic servers over
-//! 127.0.0.1, with `CallEndLayer` in the server as the README's setup has it,
+//! 127.0.0.1, with `InterceptLayer` in the server as the README's setup has it,
 //! for the four RPC kinds and both positions of the attribute. Each ending
 //! is checked the three ways it is seen: what the handler's stream yielded,
 //! the status the client received, and the outcome the interceptors, the

@@ -1,6 +1,6 @@
 //! The endings seen by a client written outside the project, Python's
 //! grpcio, against the service with the attribute on the impl and on each
-//! method, `CallEndLayer` in the server: complete calls, calls the client
+//! method, `InterceptLayer` in the server: complete calls, calls the client
 //! cancels in their middle (`cancel()`: an HTTP/2 reset), handlers and
 //! response streams that panic, an interceptor whose `on_start` panics. Each
 //! is checked against what the handler saw and the call's outcome.

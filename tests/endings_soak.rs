@@ -1,4 +1,4 @@
-//! A soak: 4 × 5,000 calls, one kind each, on a server with `CallEndLayer`,
+//! A soak: 4 × 5,000 calls, one kind each, on a server with `InterceptLayer`,
 //! whose clients cancel about half of them at random points (before the
 //! call reaches the handler, while it waits, mid-upload, mid-download), each
 //! checked against what its client knows it did: no call a client cancelled

@@ -1,7 +1,7 @@
 //! Methods are named as clients call them, `/fixture.names.v1.Pipe/GetHTTPStatus`,
 //! in the stats, the metrics' labels and the monitor's span, wherever the
 //! attribute stands and however the trait is written, when the server has
-//! `MethodNamesLayer`: an imported trait (`impl Pipe for ..`), the attribute
+//! `InterceptLayer`: an imported trait (`impl Pipe for ..`), the attribute
 //! on each method without `service = ..`, a generic impl served for two
 //! types. `service = ".."` still wins over the wire's service name. Without
 //! the layer (tonic's server gives a handler no names) or called directly,
@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use interceptor_runtime::{intercept, stats, testing, CallContext, MethodNamesLayer, NameSource};
+use interceptor_runtime::{intercept, stats, testing, CallContext, InterceptLayer, NameSource};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, wrappers::TcpListenerStream, Stream, StreamExt};
@@ -116,19 +116,19 @@ words_service!(Shelf<T>, pb::vault_server::Vault, impl: [#[intercept(monitor)]],
 // `service = ..` given: it wins over the wire's service; the method is the
 // wire's.
 words_service!(OverriddenPipe, Pipe, impl: [#[intercept(monitor, service = "custom.Pipe")]], method: []);
-// Served without `MethodNamesLayer`: guessed names.
+// Served without `InterceptLayer`: guessed names.
 words_service!(BareRelay, Relay, impl: [#[intercept(monitor)]], method: []);
 // Called in-process by a tonic client, which inserts a `tonic::GrpcMethod`
 // (without `monitor`: its names must not add to the stats of the others).
 words_service!(InProcessPipe, Pipe, impl: [#[intercept(budget = 100)]], method: []);
 
-/// Serves `routes` on a loopback port, with or without `MethodNamesLayer`.
+/// Serves `routes` on a loopback port, with or without `InterceptLayer`.
 async fn serve(routes: Routes, with_layer: bool) -> Channel {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
     let addr = listener.local_addr().expect("its address");
     let incoming = TcpListenerStream::new(listener);
     if with_layer {
-        tokio::spawn(Server::builder().layer(MethodNamesLayer).add_routes(routes).serve_with_incoming(incoming));
+        tokio::spawn(Server::builder().layer(InterceptLayer::new()).add_routes(routes).serve_with_incoming(incoming));
     } else {
         tokio::spawn(Server::builder().add_routes(routes).serve_with_incoming(incoming));
     }

@@ -1,5 +1,5 @@
 //! `otel` end to end, on a real tonic server over 127.0.0.1 with
-//! `MethodNamesLayer`, its spans and metric read back from opentelemetry-sdk's
+//! `InterceptLayer`, its spans and metric read back from opentelemetry-sdk's
 //! in-memory exporters: one SERVER span per call, for the four RPC kinds and
 //! every ending (OK, a handler error, the client cancelling, a budget's
 //! RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED), each the child of the span of
@@ -11,7 +11,7 @@
 use std::{future::pending, net::SocketAddr, pin::Pin, sync::OnceLock, time::Duration};
 
 use futures_util::future::join_all;
-use interceptor_runtime::{intercept, stats, CallContext, Direction, Interceptor, MethodNamesLayer};
+use interceptor_runtime::{intercept, stats, CallContext, Direction, InterceptLayer, Interceptor};
 use opentelemetry::{
     global,
     propagation::{Injector, TextMapPropagator},
@@ -187,7 +187,7 @@ async fn serve(traced: TracedService) -> SocketAddr {
     let addr = listener.local_addr().expect("its address");
     tokio::spawn(
         Server::builder()
-            .layer(MethodNamesLayer)
+            .layer(InterceptLayer::new())
             .add_service(TracedServer::new(traced))
             .add_service(GuardedServer::new(GuardedService))
             .serve_with_incoming(TcpListenerStream::new(listener)),

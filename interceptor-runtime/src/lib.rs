@@ -33,7 +33,7 @@
 //! Some endings are only seen below tonic: a client that cancels an upload
 //! looks like a clean end of the stream to a handler, and a response the
 //! handler returned is not yet one the client received. One line in the
-//! server's setup, `Server::builder().layer(CallEndLayer::new())` (see
+//! server's setup, `Server::builder().layer(InterceptLayer::new())` (see
 //! [`transport`]), lets each call end as it really ended. A panic of the
 //! handler, of its response stream or of an interceptor is caught: the
 //! client gets INTERNAL and the call ends INTERNAL.
@@ -51,7 +51,7 @@
 //!
 //! # Method names
 //! Stats, spans and metrics name a method as clients call it
-//! (`/package.Service/Method`) when the server has [`MethodNamesLayer`]:
+//! (`/package.Service/Method`) when the server has [`InterceptLayer`]:
 //! tonic's generated server does not tell a handler which method was called.
 //! Without it, the names are guessed from the Rust code, and the method's
 //! [`MethodInfo`] says so ([`NameSource::Guessed`]); `service = ".."` sets
@@ -62,7 +62,6 @@ mod builtin;
 mod engine;
 mod expansion;
 mod interceptor;
-mod method_names;
 pub mod stats;
 mod stream;
 pub mod transport;
@@ -84,9 +83,8 @@ pub use builtin::rate;
 
 pub use engine::{CallContext, CallRef, CallStats, MethodInfo, NameSource, Outcome, RpcKind};
 pub use interceptor::{Chain, ChainStream, Direction, Interceptor, MessageRef};
-pub use method_names::{MethodNames, MethodNamesLayer};
 pub use stream::{Inbound, Outbound, OutboundStream};
-pub use transport::CallEndLayer;
+pub use transport::InterceptLayer;
 
 /// Wraps tonic handlers' streams with interceptors; see the [crate docs](crate).
 pub use interceptor_macros::intercept;

@@ -287,7 +287,7 @@ pub fn probe<T>(request: &mut Request<T>) -> CallProbe {
 }
 
 /// Gives `request` the path a client would call, `/package.Service/Method`,
-/// as [`MethodNamesLayer`](crate::MethodNamesLayer) does on a server. A
+/// as [`InterceptLayer`](crate::InterceptLayer) does on a server. A
 /// method takes its names from its first call: a handler called directly
 /// without it (and without `service = ".."`) is named by a guess from the
 /// Rust code, for the rest of the process (see
@@ -296,11 +296,12 @@ pub fn probe<T>(request: &mut Request<T>) -> CallProbe {
 /// # Panics
 /// If `path` is not a gRPC method's path (`/package.Service/Method`).
 pub fn set_grpc_path<T>(request: &mut Request<T>, path: &str) {
-    let parsed = http::uri::PathAndQuery::try_from(path).ok().filter(|_| crate::method_names::split(path).is_some());
+    let parsed =
+        http::uri::PathAndQuery::try_from(path).ok().filter(|_| crate::transport::names::split(path).is_some());
     let Some(parsed) = parsed else {
         panic!("set_grpc_path: `{path}` is not a gRPC method's path; write it as `/package.Service/Method`")
     };
-    request.extensions_mut().insert(crate::method_names::RequestPath(parsed));
+    request.extensions_mut().insert(crate::transport::names::RequestPath(parsed));
 }
 
 /// What a handler's response stream carried.

@@ -10,13 +10,13 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Channel;
 
 /// Serves `service` on a free loopback port until the test's runtime ends,
-/// with `CallEndLayer` as the README's setup has it.
+/// with `InterceptLayer` as the README's setup has it.
 pub async fn serve<S: RouteGuide>(service: S) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
     let addr = listener.local_addr().expect("its address");
     tokio::spawn(
         tonic::transport::Server::builder()
-            .layer(interceptor_runtime::CallEndLayer::new())
+            .layer(interceptor_runtime::InterceptLayer::new())
             .add_service(RouteGuideServer::new(service))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );

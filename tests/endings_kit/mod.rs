@@ -456,11 +456,11 @@ pub fn request<T>(message: T, id: u64, what: &str, panic_in: &str) -> Request<T>
     request
 }
 
-/// Serves `service` on a free loopback port, with [`CallEndLayer`]
+/// Serves `service` on a free loopback port, with [`InterceptLayer`]
 /// when `layer` (as the README's setup has it), until the test's runtime
 /// ends.
 ///
-/// [`CallEndLayer`]: interceptor_runtime::CallEndLayer
+/// [`InterceptLayer`]: interceptor_runtime::InterceptLayer
 pub async fn serve<S>(service: S, layer: bool) -> SocketAddr
 where
     S: interceptor_examples::pb::route_guide_server::RouteGuide,
@@ -472,7 +472,7 @@ where
     if layer {
         tokio::spawn(
             tonic::transport::Server::builder()
-                .layer(interceptor_runtime::CallEndLayer::new())
+                .layer(interceptor_runtime::InterceptLayer::new())
                 .add_service(service)
                 .serve_with_incoming(incoming),
         );

@@ -100,7 +100,7 @@ impl<I: Interceptor> CallCell<I> {
     /// The server's side of the call is done with `result`: the handler's
     /// unary response passed, or its response stream ended. An OK is final
     /// once the response's end has been handed to HTTP/2, when
-    /// [`CallEndLayer`](crate::CallEndLayer) watches the call: until then
+    /// [`InterceptLayer`](crate::InterceptLayer) watches the call: until then
     /// the layer's tap holds the call, and a response dropped first ends it
     /// CANCELLED. Anything else, or without the layer, ends the call now.
     pub(super) fn complete(self: &Arc<Self>, result: Result<(), Status>) -> Result<(), Status> {

@@ -71,7 +71,7 @@ pub struct CallContext {
     /// The `Method<I>` that started the call (I5).
     pub(super) method: ErasedMethod,
     peer: Option<SocketAddr>,
-    /// What [`CallEndLayer`](crate::CallEndLayer) sees of the call below
+    /// What [`InterceptLayer`](crate::InterceptLayer) sees of the call below
     /// tonic, when the server has it: read when the request stream ends and
     /// when the call's result is final, never per message.
     tap: Option<Arc<Tap>>,
@@ -195,7 +195,7 @@ impl CallContext {
         }
     }
 
-    /// The transport's view of the call, when [`CallEndLayer`](crate::CallEndLayer)
+    /// The transport's view of the call, when [`InterceptLayer`](crate::InterceptLayer)
     /// is in the server.
     #[inline]
     pub(crate) fn tap(&self) -> Option<&Arc<Tap>> {

@@ -14,7 +14,7 @@
 //! The call is finalized exactly once: by `finish_unary`, by the outbound
 //! stream when it ends or is dropped, or, if the handler future is dropped
 //! first (the client went away), by the guard's destructor with CANCELLED.
-//! With [`CallEndLayer`](crate::CallEndLayer) in the server, an OK is final
+//! With [`InterceptLayer`](crate::InterceptLayer) in the server, an OK is final
 //! only once the response's end has been handed to HTTP/2: until then the
 //! layer's tap holds the call (`CallCell::complete`). A panic of the body is
 //! caught by [`Run`], and is the handler's result: INTERNAL.
@@ -42,7 +42,7 @@ impl<I: Interceptor> Method<I> {
     /// Runs the `on_start` hooks. The request gets the call's
     /// [`CallContext`] in its extensions.
     ///
-    /// With [`CallEndLayer`](crate::CallEndLayer) in the server, the call
+    /// With [`InterceptLayer`](crate::InterceptLayer) in the server, the call
     /// keeps the layer's tap from the request's extensions; a request whose
     /// body already failed (a unary request the client cancelled right
     /// after sending it, say) starts ended: its handler sees CANCELLED

@@ -60,7 +60,7 @@ pub struct MethodInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NameSource {
     /// The method's first call: the path the server routed it by (recorded
-    /// by [`MethodNamesLayer`](crate::MethodNamesLayer)) or the request's
+    /// by [`InterceptLayer`](crate::InterceptLayer)) or the request's
     /// `tonic::GrpcMethod`. Exactly as clients call the method.
     Request,
     /// The service as written in `service = ".."` (or given to
@@ -68,7 +68,7 @@ pub enum NameSource {
     /// names none, derived from the handler's name.
     Given,
     /// Guessed from the Rust code, because the first call's request named no
-    /// method (a server without `MethodNamesLayer`, a handler called
+    /// method (a server without `InterceptLayer`, a handler called
     /// directly): the service is the trait's module's `SERVICE_NAME` for an
     /// impl of `module::Trait`, else the trait's name (`Echo`), else, on a
     /// single method, the impl type's name; the method is the handler's name

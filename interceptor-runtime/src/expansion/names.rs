@@ -8,7 +8,7 @@
 //! ```
 //!
 //! The request names the method when the server recorded its path or it
-//! carries a `tonic::GrpcMethod` (see the crate's `method_names` module):
+//! carries a `tonic::GrpcMethod` (see `transport::names`):
 //! those names are used as they are. Otherwise the macro's are: the
 //! `service = ".."` written in the attribute, or guessed from the Rust code
 //! (logged at INFO, once per method, saying how to get the real ones).
@@ -17,7 +17,7 @@ use tonic::Request;
 
 use crate::{
     engine::{MethodInfo, NameSource, RpcKind},
-    method_names::wire_names,
+    transport::names::wire_names,
 };
 
 /// What the macro knows of a handler's names, for a request that carries
@@ -67,7 +67,7 @@ impl<'a> Names<'a> {
                 method = info.full_name,
                 "`#[intercept]`: the first call's request does not say which gRPC method it called; the names \
                  are guessed from the Rust code. For the names clients call, add \
-                 `interceptor_runtime::MethodNamesLayer` to the server (`Server::builder().layer(..)`), or write \
+                 `interceptor_runtime::InterceptLayer` to the server (`Server::builder().layer(..)`), or write \
                  `service = \"package.Service\"`"
             );
         }
@@ -88,7 +88,7 @@ mod tests {
     use http::uri::PathAndQuery;
 
     use super::*;
-    use crate::method_names::RequestPath;
+    use crate::transport::names::RequestPath;
 
     fn routed(path: &'static str) -> Request<()> {
         let mut request = Request::new(());

@@ -129,7 +129,7 @@ pub(crate) fn stream_panicked<T>(handle: &mut DirectionHandle<T>, payload: Box<d
 
 /// The inbound stream ended with `result` (`Ok`: tonic's clean end). If the
 /// request broke below tonic instead (the client reset the stream, or its
-/// connection was lost: what [`CallEndLayer`](crate::CallEndLayer) saw, or
+/// connection was lost: what [`InterceptLayer`](crate::InterceptLayer) saw, or
 /// the transport's error tonic passed on), the whole call ends CANCELLED,
 /// with what happened, and that is what the handler gets.
 fn client_gone<T>(handle: &mut DirectionHandle<T>, result: Result<(), Status>) -> Option<Status> {

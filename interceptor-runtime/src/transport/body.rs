@@ -1,4 +1,4 @@
-//! The request and response bodies as [`CallEndLayer`](super::CallEndLayer)
+//! The request and response bodies as [`InterceptLayer`](super::InterceptLayer)
 //! watches them: one check per HTTP/2 frame, none per message.
 
 use std::{

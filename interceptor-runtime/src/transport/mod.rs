@@ -1,14 +1,19 @@
-//! [`CallEndLayer`]: how each intercepted call really ended, seen from
-//! below tonic.
+//! [`InterceptLayer`]: what `#[intercept]` needs to see from below tonic:
+//! the names each method is called by, and how each call really ended.
 //!
-//! Some endings never reach a handler through tonic's API: tonic's decoder
-//! turns a request body that the client reset with `RST_STREAM(CANCEL)`
-//! into a clean end of the stream, so a handler that reads an upload to its
-//! end cannot tell a cancelled upload from a complete one; and a response
-//! that the handler returned is not yet a response the client received.
-//! The layer watches the HTTP/2 request and response bodies of every call
-//! and tells the call's engine:
+//! tonic's generated server hands a handler neither the request's path nor
+//! a `tonic::GrpcMethod`, so without help the method's names are guessed
+//! from the Rust code. And some endings never reach a handler through
+//! tonic's API: tonic's decoder turns a request body that the client reset
+//! with `RST_STREAM(CANCEL)` into a clean end of the stream, so a handler
+//! that reads an upload to its end cannot tell a cancelled upload from a
+//! complete one; and a response that the handler returned is not yet a
+//! response the client received. The layer keeps each request's path in
+//! its extensions, watches the HTTP/2 request and response bodies of every
+//! call, and tells the call's engine:
 //!
+//! - the method's names as the client called it, `/package.Service/Method`
+//!   (read once, on the method's first call: see [`names`]);
 //! - when the request body fails (the client reset the stream, closed or
 //!   lost its connection), the handler's [`Inbound`](crate::Inbound) yields
 //!   CANCELLED, with what happened, instead of a clean end, and the call
@@ -23,7 +28,7 @@
 //! # async fn serve() -> Result<(), Box<dyn std::error::Error>> {
 //! # let routes = tonic::service::Routes::default();
 //! tonic::transport::Server::builder()
-//!     .layer(interceptor_runtime::CallEndLayer::new())
+//!     .layer(interceptor_runtime::InterceptLayer::new())
 //! #   .add_routes(routes)
 //! #   .serve("127.0.0.1:50051".parse()?)
 //! #   .await?;
@@ -31,12 +36,14 @@
 //! # }
 //! ```
 //!
-//! It costs an allocation and an extension per HTTP request and one check
-//! per HTTP/2 frame of each body, not per message. Requests of services that
-//! are not intercepted pass through unchanged.
+//! It costs an allocation, a reference count on the path and two extensions
+//! per HTTP request, and one check per HTTP/2 frame of each body, not per
+//! message. Requests of services that are not intercepted pass through
+//! unchanged.
 
 mod body;
 mod failure;
+pub(crate) mod names;
 mod tap;
 
 use std::{
@@ -53,41 +60,41 @@ pub use body::ResponseBody;
 pub(crate) use failure::transport_failure;
 pub(crate) use tap::{Deferred, Ended, Tap};
 
-/// The `tower` layer that lets intercepted calls see how they really ended;
-/// see the [module docs](self).
+/// The `tower` layer that lets intercepted calls see their methods' names
+/// as clients call them and how they really ended; see the
+/// [module docs](self).
 ///
-/// `Server::builder().layer(CallEndLayer::new())`. Without it everything
-/// works, but a client that cancels an upload looks like a clean end to the
-/// handler, and an OK response the client never got still counts OK.
+/// `Server::builder().layer(InterceptLayer::new())`. Without it everything
+/// works, but methods are named as the Rust code guesses, a client that
+/// cancels an upload looks like a clean end to the handler, and an OK
+/// response the client never got still counts OK.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct CallEndLayer {
-    _private: (),
-}
+pub struct InterceptLayer;
 
-impl CallEndLayer {
+impl InterceptLayer {
     /// The layer.
     pub fn new() -> Self {
-        CallEndLayer { _private: () }
+        InterceptLayer
     }
 }
 
-impl<S> tower_layer::Layer<S> for CallEndLayer {
-    type Service = CallEndService<S>;
+impl<S> tower_layer::Layer<S> for InterceptLayer {
+    type Service = InterceptService<S>;
 
-    fn layer(&self, inner: S) -> CallEndService<S> {
-        CallEndService { inner }
+    fn layer(&self, inner: S) -> InterceptService<S> {
+        InterceptService { inner }
     }
 }
 
-/// What [`CallEndLayer`] makes of a service: it puts a tap (what the
+/// What [`InterceptLayer`] makes of a service: it puts a tap (what the
 /// transport sees of the call) into each request's extensions, where the
 /// call's engine finds it, and watches the request and response bodies.
 #[derive(Clone, Debug)]
-pub struct CallEndService<S> {
+pub struct InterceptService<S> {
     inner: S,
 }
 
-impl<S, B, ResBody> tower_service::Service<http::Request<B>> for CallEndService<S>
+impl<S, B, ResBody> tower_service::Service<http::Request<B>> for InterceptService<S>
 where
     S: tower_service::Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>,
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -105,6 +112,9 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let tap = Arc::new(Tap::new());
         let (mut parts, body) = request.into_parts();
+        if let Some(path) = parts.uri.path_and_query().cloned() {
+            parts.extensions.insert(names::RequestPath(path));
+        }
         // tonic's generated server keeps the extensions in the
         // `tonic::Request` the handler gets: `Method::start` finds it there.
         parts.extensions.insert(tap.clone());
@@ -114,7 +124,7 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// The future of a [`CallEndService`]'s response. Dropped before it is
+    /// The future of a [`InterceptService`]'s response. Dropped before it is
     /// ready, the client went away before the response.
     pub struct ResponseFuture<F> {
         #[pin]

@@ -1,4 +1,4 @@
-//! [`Tap`]: what [`CallEndLayer`](super::CallEndLayer) saw of one call,
+//! [`Tap`]: what [`InterceptLayer`](super::InterceptLayer) saw of one call,
 //! shared with the call's engine through the request's extensions.
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};

@@ -60,7 +60,7 @@
 //!   check) leaves no span when it comes before `otel`; after it, the
 //!   rejection is the span's status (UNAUTHENTICATED, RESOURCE_EXHAUSTED ..).
 //!   On an impl and a method, the impl's list comes first.
-//! - Give the server [`MethodNamesLayer`](crate::MethodNamesLayer), so that
+//! - Give the server [`InterceptLayer`](crate::InterceptLayer), so that
 //!   `rpc.method` is the name clients call; without it the names are guessed
 //!   from the Rust code (see the README's "Method names").
 //!
@@ -74,7 +74,7 @@
 //! struct Pinger;
 //!
 //! impl Pinger {
-//!     // `otel` first; a server gets the service's name from `MethodNamesLayer`.
+//!     // `otel` first; a server gets the service's name from `InterceptLayer`.
 //!     #[intercept(otel, service = "demo.Pinger")]
 //!     async fn ping(&self, request: Request<()>) -> Result<Response<()>, Status> {
 //!         Ok(Response::new(request.into_inner()))

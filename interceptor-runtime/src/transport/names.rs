@@ -6,8 +6,8 @@
 //! handler gets has no URI, and tonic 0.14's generated code inserts
 //! `tonic::GrpcMethod` on the client's requests only, not on the server's.
 //! So a request carries its names when:
-//! - the server has [`MethodNamesLayer`], which keeps each request's path in
-//!   its extensions (one line: `Server::builder().layer(MethodNamesLayer)`);
+//! - the server has [`InterceptLayer`](super::InterceptLayer), which keeps
+//!   each request's path in its extensions;
 //! - or it has a `tonic::GrpcMethod`: a request made by a tonic client and
 //!   handed to the server in-process (the client inserts one), or one a
 //!   user's own layer inserted;
@@ -21,72 +21,15 @@
 //! [`MethodInfo`]: crate::MethodInfo
 //! [`NameSource`]: crate::NameSource
 
-use std::task::{Context, Poll};
-
 use http::{uri::PathAndQuery, Extensions};
 use tonic::GrpcMethod;
-use tower_layer::Layer;
-use tower_service::Service;
-
-/// A tower layer for a tonic server: intercepted handlers name their
-/// methods as clients call them (`/package.Service/Method`) in stats,
-/// metrics and spans, whatever the Rust code calls the trait.
-///
-/// ```
-/// use interceptor_runtime::MethodNamesLayer;
-///
-/// let server = tonic::transport::Server::builder().layer(MethodNamesLayer);
-/// // server.add_service(EchoServer::new(MyEcho)).serve(addr).await?;
-/// ```
-///
-/// It costs a reference count per call: it keeps the request's path (shared
-/// bytes, not a copy) in the request's extensions, where the method's first
-/// call reads it.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MethodNamesLayer;
-
-impl<S> Layer<S> for MethodNamesLayer {
-    type Service = MethodNames<S>;
-
-    fn layer(&self, inner: S) -> MethodNames<S> {
-        MethodNames { inner }
-    }
-}
-
-/// The service [`MethodNamesLayer`] makes: `inner`, with each request's path
-/// kept in the request's extensions.
-#[derive(Clone, Debug)]
-pub struct MethodNames<S> {
-    inner: S,
-}
-
-impl<S, B> Service<http::Request<B>> for MethodNames<S>
-where
-    S: Service<http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> S::Future {
-        if let Some(path) = request.uri().path_and_query().cloned() {
-            request.extensions_mut().insert(RequestPath(path));
-        }
-        self.inner.call(request)
-    }
-}
 
 /// The request's HTTP/2 path, as the server received it.
 #[derive(Clone, Debug)]
 pub(crate) struct RequestPath(pub(crate) PathAndQuery);
 
 /// `(service, method)` as the request names them, if it does: its path (see
-/// [`MethodNamesLayer`]) or its `tonic::GrpcMethod`.
+/// [`InterceptLayer`](super::InterceptLayer)) or its `tonic::GrpcMethod`.
 pub(crate) fn wire_names(extensions: &Extensions) -> Option<(&str, &str)> {
     if let Some(names) = extensions.get::<RequestPath>().and_then(|RequestPath(path)| split(path.path())) {
         return Some(names);
@@ -130,31 +73,31 @@ mod tests {
 
     #[test]
     fn the_layer_keeps_the_path() {
-        let mut service = MethodNamesLayer.layer(tower_service_fn(|request: http::Request<()>| {
-            request.extensions().get::<RequestPath>().map(|RequestPath(p)| p.as_str().to_owned())
-        }));
-        let request = http::Request::builder().uri("http://host/pkg.Svc/Call").body(()).unwrap();
-        let seen = futures_util::FutureExt::now_or_never(service.call(request)).unwrap().unwrap();
-        assert_eq!(seen.as_deref(), Some("/pkg.Svc/Call"));
+        use tower_layer::Layer;
+        use tower_service::Service;
+
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let mut service = super::super::InterceptLayer::new().layer(RecordPath(seen.clone()));
+        let request =
+            http::Request::builder().uri("http://host/pkg.Svc/Call").body(tonic::body::Body::empty()).unwrap();
+        let _ = futures_util::FutureExt::now_or_never(service.call(request)).unwrap().unwrap();
+        assert_eq!(seen.lock().unwrap().as_deref(), Some("/pkg.Svc/Call"));
     }
 
-    /// A service that answers with `f(request)`.
-    fn tower_service_fn<F, R>(f: F) -> impl Service<http::Request<()>, Response = R, Error = std::convert::Infallible>
-    where
-        F: FnMut(http::Request<()>) -> R,
-    {
-        struct Fn<F>(F);
-        impl<F: FnMut(http::Request<()>) -> R, R> Service<http::Request<()>> for Fn<F> {
-            type Response = R;
-            type Error = std::convert::Infallible;
-            type Future = std::future::Ready<Result<R, std::convert::Infallible>>;
-            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-                Poll::Ready(Ok(()))
-            }
-            fn call(&mut self, request: http::Request<()>) -> Self::Future {
-                std::future::ready(Ok((self.0)(request)))
-            }
+    /// A service that keeps the path its request carries in its extensions.
+    struct RecordPath(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+    impl tower_service::Service<http::Request<tonic::body::Body>> for RecordPath {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+        fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
         }
-        Fn(f)
+        fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+            *self.0.lock().unwrap() =
+                request.extensions().get::<RequestPath>().map(|RequestPath(p)| p.as_str().to_owned());
+            std::future::ready(Ok(http::Response::new(tonic::body::Body::empty())))
+        }
     }
 }
