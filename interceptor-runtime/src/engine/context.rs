@@ -2,15 +2,8 @@
 //! it is over, its outcome. Shared by the inbound and outbound wrappers, the
 //! interceptors and the handler.
 
-use std::{
-    fmt,
-    net::SocketAddr,
-    sync::{Arc, OnceLock},
-    task::Waker,
-    time::Duration,
-};
+use std::{fmt, net::SocketAddr, sync::Arc, task::Waker, time::Duration};
 
-use once_cell::race::OnceBox;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
@@ -18,7 +11,7 @@ use tonic::{Code, Status};
 use super::{
     flag,
     sync::{
-        fence, AtomicU8, AtomicWaker,
+        fence, AtomicU8, AtomicWaker, OnceBox, OnceLock,
         Ordering::{Acquire, Relaxed, Release, SeqCst},
     },
     CallStats, Counters, ErasedMethod, MethodInfo, Outcome,
@@ -33,7 +26,7 @@ struct Started(i64);
 
 impl Started {
     fn origin() -> std::time::Instant {
-        static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
         *ORIGIN.get_or_init(std::time::Instant::now)
     }
 

@@ -153,7 +153,8 @@ impl<I: Interceptor, const OUT: bool> DirectionView<I, OUT> {
     /// An interceptor holds the message back (a `rate` waits for a permit):
     /// the direction is quiet, as one that finds no message ready is, so it
     /// polls the interceptors' timers too (a `monitor` publishes its counts,
-    /// a `budget`'s idle timer restarts), then waits.
+    /// a `budget`'s idle timer restarts), then waits, unless the call was
+    /// ended meanwhile.
     ///
     /// # Safety
     /// `cell_ptr` is this direction's handle's pointer (I2).
@@ -164,21 +165,14 @@ impl<I: Interceptor, const OUT: bool> DirectionView<I, OUT> {
         state: &mut Option<I::Stream>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), Status>> {
+        // Registered first, as in `poll_interrupt`: an end or a timer from
+        // now on wakes it, and `attend` sees any that came before. (A timer
+        // that fired between `attend` and a registration after it would
+        // wake no one: the loom model found it.)
+        self.0.ctx.register(Self::DIRECTION, cx.waker());
         // SAFETY: I2: the caller's promise, passed on.
-        if let Some(status) = unsafe { self.attend(cell_ptr, state) } {
-            return Poll::Ready(Err(status));
-        }
-        self.wait(state, cx)
-    }
-
-    /// An interceptor holds the message back: wait, unless the call was ended
-    /// meanwhile.
-    fn wait(&self, state: &mut Option<I::Stream>, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        let ctx = &self.0.ctx;
-        ctx.register(Self::DIRECTION, cx.waker());
-        match ctx.terminal_status() {
-            // Ended while this message waited: stop waiting now.
-            Some(status) => Poll::Ready(Err(self.close(state, status.clone()))),
+        match unsafe { self.attend(cell_ptr, state) } {
+            Some(status) => Poll::Ready(Err(status)),
             None => Poll::Pending,
         }
     }

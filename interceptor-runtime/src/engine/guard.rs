@@ -115,7 +115,7 @@ impl<I: Interceptor> CallGuard<I> {
     }
 
     /// The one handle of the inbound direction.
-    fn inbound_handle<T: prost::Message + 'static>(&mut self) -> DirectionHandle<T> {
+    pub(super) fn inbound_handle<T: prost::Message + 'static>(&mut self) -> DirectionHandle<T> {
         // An expansion takes the inbound direction once; this keeps
         // `CallCell::handle`'s promise whatever calls it.
         assert!(!self.inbound_handed_out, "interceptor-runtime: the inbound stream of a call was taken twice");

@@ -85,6 +85,37 @@
 //!   hooks an `&M` for the length of a call), so it is `Send + Sync`
 //!   whatever `M`; `Inbound<T>` and `Outbound<S>` are as their own fields.
 //!
+//! # Waking: the protocol
+//! Not memory safety but liveness: a direction that waits is woken when the
+//! call ends or one of its timers fires, whichever thread does it. The
+//! context's flags ([`flag`]) and its two waker slots carry it:
+//! - **W1 Register, then check.** A direction that is about to wait (an
+//!   interceptor holds its message back, no message is ready, the handler
+//!   waits in [`CallGuard::run`]) registers its task's waker in its slot
+//!   first, then checks what it would wait for (`attend`: the terminal
+//!   status, then the timers; `poll_timers`: the interrupt flag); it waits
+//!   only if that found nothing.
+//! - **W2 Set, then wake.** Whoever ends the call (`terminate`: the terminal
+//!   status, then `TERMINATED`) or fires a timer (the call's waker:
+//!   `interrupt`, the `INTERRUPT_*` flags) sets it first, then wakes both
+//!   slots. With W1, the slot's own synchronization leaves no gap: a wake
+//!   that comes before the register is seen by the check after it.
+//! - **W3 Published before flagged.** The terminal status is set before
+//!   `TERMINATED` (`Release`), and read only once `TERMINATED` is seen
+//!   (`Acquire`): a direction that sees the flag finds the status.
+//! - **W4 Cancel, one side or the other.** `cancelled` makes the token, then
+//!   reads the flags; the call's end (`mark_over`) sets them, then looks for
+//!   the token; a `SeqCst` fence on each side between the two makes one of
+//!   them see the other's write, so a token asked for while the call ends
+//!   is cancelled.
+//!
+//! The loom model (`loom_tests.rs`, run by `.ci/test`) checks W1–W4 on the
+//! engine's own code: a direction held back, one with no message ready and a
+//! waiting handler, each racing with `terminate` or the call's timer (or
+//! both), and the token against the call's end. W1's order in `held_back` is
+//! the model's first find: the timers used to be polled before the register,
+//! and a timer that fired in between woke no one.
+//!
 //! # Modules
 //! - [`method`]: the method, built once per handler.
 //! - [`context`], [`counters`], [`flag`], [`outcome`]: the call as the
@@ -96,7 +127,8 @@
 //! - [`waker`]: the call's waker, for the interceptors' timers.
 //! - [`panic`](mod@panic): panics caught at the engine's boundaries (the handler's
 //!   body, the response stream, every interceptor hook).
-//! - [`sync`]: the context's atomics and waker slots, std's or loom's.
+//! - [`sync`]: the context's atomics, waker slots and once-cells, std's or
+//!   loom's (`cfg(interceptor_loom)`, for the loom model).
 //!
 //! [`Direction`]: crate::Direction
 
@@ -113,6 +145,8 @@ pub(crate) mod panic;
 mod sync;
 mod waker;
 
+#[cfg(all(test, interceptor_loom))]
+mod loom_tests;
 #[cfg(test)]
 mod tests;
 
