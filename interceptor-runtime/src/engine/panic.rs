@@ -35,8 +35,8 @@ pub(crate) enum Site {
     Hook {
         /// The interceptor's `name()`.
         interceptor: &'static str,
-        /// `on_start`, `on_stream`, `poll_message`, `on_delivered`,
-        /// `poll_interrupt` or `on_end`.
+        /// `on_start`, `before_handler`, `on_stream`, `poll_message`,
+        /// `on_delivered`, `poll_interrupt` or `on_end`.
         hook: &'static str,
     },
 }
