@@ -21,7 +21,7 @@
 
 use std::{
     future::{poll_fn, Future},
-    pin::{pin, Pin},
+    pin::Pin,
     sync::{atomic::Ordering, Arc},
     task::{Context, Poll},
 };
@@ -129,36 +129,28 @@ impl<I: Interceptor> CallGuard<I> {
     /// interceptor has started, and hears `on_end`. A call already over
     /// (its client went away before it started) is not checked.
     async fn check_before_handler(&mut self, metadata: &MetadataMap) -> Result<(), Status> {
-        const HOOK: &str = "before_handler";
-        let checked = {
+        let status = {
             let cell = &*self.cell;
             if cell.ctx.terminal_status().is_some() {
                 return Ok(());
             }
             let interceptors = &cell.method().interceptors;
-            let caught = |payload| panic::caught_in_hook(&cell.ctx, interceptors, HOOK, payload);
-            match panic::catch(|| interceptors.before_handler(&cell.call_state, &cell.ctx, metadata)) {
-                Err(payload) => Err(caught(payload)),
-                Ok(check) => {
-                    let mut check = pin!(check);
-                    match poll_fn(|cx| match panic::catch(|| check.as_mut().poll(cx)) {
-                        Ok(polled) => polled.map(Ok),
-                        Err(payload) => Poll::Ready(Err(payload)),
-                    })
-                    .await
-                    {
-                        // A `Chain` names its link that rejected first; this
-                        // is one interceptor alone.
-                        Ok(checked) => checked.inspect_err(|_| cell.ctx.mark_ended_by(panic::name_of(interceptors))),
-                        Err(payload) => Err(caught(payload)),
-                    }
+            let checked = match panic::catch(|| interceptors.before_handler(&cell.call_state, &cell.ctx, metadata)) {
+                Ok(check) => panic::catch_polls(check).await,
+                Err(payload) => Err(payload),
+            };
+            match checked {
+                Ok(Ok(())) => return Ok(()),
+                // A `Chain` has named its link that rejected; this is one
+                // interceptor alone.
+                Ok(Err(status)) => {
+                    cell.ctx.mark_ended_by(panic::name_of(interceptors));
+                    status
                 }
+                Err(payload) => panic::caught_in_hook(&cell.ctx, interceptors, "before_handler", payload),
             }
         };
-        match checked {
-            Ok(()) => Ok(()),
-            Err(status) => Err(self.end(Err(status)).unwrap_err()),
-        }
+        Err(self.end(Err(status)).unwrap_err())
     }
 
     /// The one handle of the inbound direction.
