@@ -9,7 +9,7 @@ use interceptor_examples::{
     SecureGuide,
 };
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{metadata::MetadataValue, service::Interceptor, transport::Server, Request, Status};
+use tonic::{metadata::MetadataValue, transport::Server, Request, Status};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,7 +27,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let denied = anonymous.get_feature(Point { latitude: 0, longitude: 0 }).await;
     report("GetFeature without a token", denied.map(|r| r.into_inner().name));
 
-    let mut client = RouteGuideClient::with_interceptor(channel, Bearer("secret"));
+    // A client-side tonic interceptor adds the token to every request.
+    let mut client = RouteGuideClient::with_interceptor(channel, |mut request: Request<()>| {
+        request.metadata_mut().insert("authorization", MetadataValue::from_static("Bearer secret"));
+        Ok(request)
+    });
     let allowed = client.get_feature(Point { latitude: 0, longitude: 0 }).await;
     report("GetFeature with the token", allowed.map(|r| r.into_inner().name));
 
@@ -51,17 +55,5 @@ fn report<T: std::fmt::Debug>(what: &str, result: Result<T, Status>) {
     match result {
         Ok(value) => println!("{what}: OK {value:?}"),
         Err(status) => println!("{what}: {:?} {:?}", status.code(), status.message()),
-    }
-}
-
-/// Adds `authorization: Bearer <token>` to every request.
-#[derive(Clone)]
-struct Bearer(&'static str);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let value = MetadataValue::try_from(format!("Bearer {}", self.0)).map_err(|_| Status::internal("bad token"))?;
-        request.metadata_mut().insert("authorization", value);
-        Ok(request)
     }
 }

@@ -208,8 +208,23 @@ route_guide! {
     impl: [#[interceptor_runtime::intercept(
         monitor,
         with = checks::TokenCheck::bearer("secret"),
-        with = checks::NoteValidator::default(),
+        with = checks::note_validator(256),
         service = "routeguide.SecureRouteGuide",
+    )]],
+    method: [],
+    route_chat: [],
+    list_features_stream: ReceiverStream<Result<Feature, Status>>,
+}
+
+route_guide! {
+    /// The service behind a quota: before each call the handler waits for
+    /// the client's quota to be looked up in a (mock) remote service, with
+    /// [`checks::quota`], an asynchronous check.
+    MeteredGuide,
+    impl: [#[interceptor_runtime::intercept(
+        monitor,
+        with = checks::quota(&checks::QUOTAS),
+        service = "routeguide.MeteredRouteGuide",
     )]],
     method: [],
     route_chat: [],

@@ -1,6 +1,9 @@
 //! User interceptors end to end: a token check rejects before the handler
-//! runs, a validator ends a stream mid-way, and a handler reaches its call's
-//! context (live stats, a cancellation signal for the work it spawned).
+//! runs, a validator ends a stream mid-way, checks written in their short
+//! forms (the trait with two type lines and `on_start`, `check_metadata`,
+//! `validate` either way), and a handler reaches its call's context (live
+//! stats, a cancellation signal for the work it spawned). Asynchronous
+//! checks are in `custom_async.rs`.
 
 use std::{
     pin::Pin,
@@ -69,7 +72,7 @@ async fn a_bad_message_ends_the_stream_with_invalid_argument() {
     tx.send(note("")).await.unwrap();
     let status = replies.message().await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(status.message(), "note #2 has an empty message");
+    assert_eq!(status.message(), "a note's message may not be empty");
 
     let chat = stats::method("/routeguide.SecureRouteGuide/RouteChat").unwrap();
     assert_eq!(chat.code(Code::InvalidArgument), 1);
@@ -201,4 +204,151 @@ async fn a_unary_message_named_stream_is_a_message() {
     assert_eq!(response.into_inner().title, "live at 7");
     let totals = stats::method("/test.Studio/GetStream").expect("monitored");
     assert_eq!((totals.finished, totals.messages_received, totals.messages_sent), (1, 1, 1));
+}
+
+static CHECKED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// The least a stateless check writes: the two state types and `on_start`
+/// (its name is its type's).
+struct RequireTenant;
+
+impl interceptor_runtime::Interceptor for RequireTenant {
+    type Call = ();
+    type Stream = ();
+
+    fn on_start(&self, _: &CallContext, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        match metadata.get("x-tenant") {
+            Some(_) => Ok(()),
+            None => Err(Status::unauthenticated("missing `x-tenant` metadata")),
+        }
+    }
+}
+
+/// Checks written in their short forms: a tenant (the trait), no banned
+/// caller (`check_metadata`), points the client sends (`validate`) and
+/// features the handler sends (`validate(..).outbound()`).
+struct Checked;
+
+#[intercept(
+    monitor,
+    with = RequireTenant,
+    with = interceptor_runtime::check_metadata(|_, metadata| match metadata.get("x-banned") {
+        Some(_) => Err(Status::permission_denied("banned")),
+        None => Ok(()),
+    })
+    .named("ban_list"),
+    with = interceptor_runtime::validate(|point: &Point| match point.latitude {
+        ..0 => Err(Status::invalid_argument(format!("latitude {} is negative", point.latitude))),
+        _ => Ok(()),
+    })
+    .named("points"),
+    with = interceptor_runtime::validate(|feature: &Feature| match feature.name.is_empty() {
+        true => Err(Status::internal("a feature without a name")),
+        false => Ok(()),
+    })
+    .outbound()
+    .named("features"),
+    service = "test.Checked"
+)]
+#[tonic::async_trait]
+impl RouteGuide for Checked {
+    /// Names the feature `ok`, unless the point's longitude is 0.
+    async fn get_feature(&self, request: Request<Point>) -> Result<Response<Feature>, Status> {
+        CHECKED_RUNS.fetch_add(1, Ordering::SeqCst);
+        let point = request.into_inner();
+        let name = if point.longitude == 0 { String::new() } else { "ok".to_owned() };
+        Ok(Response::new(Feature { name, location: Some(point) }))
+    }
+
+    type ListFeaturesStream = Pin<Box<dyn Stream<Item = Result<Feature, Status>> + Send>>;
+
+    async fn list_features(&self, _: Request<Rectangle>) -> Result<Response<Self::ListFeaturesStream>, Status> {
+        CHECKED_RUNS.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(Box::pin(tokio_stream::empty())))
+    }
+
+    /// Counts the points.
+    async fn record_route(&self, request: Request<Streaming<Point>>) -> Result<Response<RouteSummary>, Status> {
+        CHECKED_RUNS.fetch_add(1, Ordering::SeqCst);
+        let mut points = request.into_inner();
+        let mut summary = RouteSummary::default();
+        while points.message().await?.is_some() {
+            summary.point_count += 1;
+        }
+        Ok(Response::new(summary))
+    }
+
+    type RouteChatStream = Pin<Box<dyn Stream<Item = Result<RouteNote, Status>> + Send>>;
+
+    async fn route_chat(
+        &self,
+        request: Request<Streaming<RouteNote>>,
+    ) -> Result<Response<Self::RouteChatStream>, Status> {
+        CHECKED_RUNS.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(Box::pin(request.into_inner())))
+    }
+}
+
+fn tenant<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("x-tenant", "acme".parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn a_stateless_check_rejects_before_the_handler_runs() {
+    let mut client = serve_and_connect(Checked).await;
+    let before = stats::snapshot();
+    let runs = CHECKED_RUNS.load(Ordering::SeqCst);
+
+    let status = client.get_feature(Point { latitude: 1, longitude: 1 }).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::Unauthenticated, "missing `x-tenant` metadata"));
+    let mut banned = tenant(Rectangle::default());
+    banned.metadata_mut().insert("x-banned", "yes".parse().unwrap());
+    let status = client.list_features(banned).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::PermissionDenied, "banned"));
+    assert_eq!(CHECKED_RUNS.load(Ordering::SeqCst), runs, "the handlers must not run");
+
+    let changes = stats::since(&before);
+    let rejected_by =
+        |method: &str, by: &str| changes.iter().find(|m| m.method == method).and_then(|m| m.ended_by.get(by).copied());
+    assert_eq!(rejected_by("/test.Checked/GetFeature", "RequireTenant"), Some(1), "named by its type: {changes:?}");
+    assert_eq!(rejected_by("/test.Checked/ListFeatures", "ban_list"), Some(1));
+}
+
+#[tokio::test]
+async fn validate_checks_the_messages_of_its_type_and_lets_the_others_pass() {
+    let mut client = serve_and_connect(Checked).await;
+
+    // A bad point ends the upload mid-stream, after the good ones.
+    let (tx, rx) = mpsc::channel(4);
+    let upload = tokio::spawn({
+        let mut client = client.clone();
+        async move { client.record_route(tenant(tokio_stream::wrappers::ReceiverStream::new(rx))).await }
+    });
+    for latitude in [1, 2, -3, 4] {
+        if tx.send(Point { latitude, longitude: 1 }).await.is_err() {
+            break; // the call is over
+        }
+    }
+    drop(tx);
+    let status = tokio::time::timeout(Duration::from_secs(10), upload).await.expect("bounded").unwrap().unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::InvalidArgument, "latitude -3 is negative"));
+    let route = stats::method("/test.Checked/RecordRoute").unwrap();
+    assert_eq!((route.messages_received, route.ended_by.get("points")), (2, Some(&1)), "{route:?}");
+
+    // Notes are of another type: they pass both ways.
+    let notes = tokio_stream::iter(vec![note("a"), note("")]);
+    let echoed = client.route_chat(tenant(notes)).await.unwrap().into_inner();
+    let echoed: Vec<_> = tokio_stream::StreamExt::collect(echoed).await;
+    assert_eq!(echoed.into_iter().map(|n| n.unwrap().message).collect::<Vec<_>>(), ["a", ""]);
+
+    // A point is checked inbound, a feature outbound (and a point is not
+    // checked outbound: the feature carries it back).
+    let feature = client.get_feature(tenant(Point { latitude: 5, longitude: 1 })).await.unwrap().into_inner();
+    assert_eq!(feature.name, "ok");
+    let status = client.get_feature(tenant(Point { latitude: 5, longitude: 0 })).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::Internal, "a feature without a name"));
+    let unary = stats::method("/test.Checked/GetFeature").unwrap();
+    assert_eq!(unary.ended_by.get("features"), Some(&1));
 }

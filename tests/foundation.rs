@@ -120,6 +120,7 @@ type Seen = (Arc<AtomicUsize>, Arc<Mutex<Option<Outcome>>>, &'static str, Arc<[A
 #[derive(Clone, Default)]
 struct Recorder(Arc<Mutex<Vec<Seen>>>);
 
+#[derive(Default)]
 struct RecordedCall {
     ends: Arc<AtomicUsize>,
     outcome: Arc<Mutex<Option<Outcome>>>,

@@ -201,7 +201,7 @@ impl Site {
 /// ```text
 /// let in = in_shape(probe of In);  let out = out_shape(probe of Out);   // chosen by the compiler
 /// static SLOT; let method = SLOT.get_or_init(info(kind(&in, &out)), || Chain::new(a, Chain::new(b, c)));
-/// let mut call = method.start(&mut request)?;                // on_start hooks
+/// let mut call = method.start(&mut request).await?;          // on_start hooks, then the async checks
 /// let request = in.receive(&mut call, request).await?;       // Streaming<T> -> Inbound<T>, or the message's hooks
 /// let result = call.run(async move { out.hinted(body) }).await;   // the timers beside it
 /// out.finish(call, result).await                             // S -> Outbound<S>, or the message's hooks
@@ -275,7 +275,7 @@ fn expand_fn(
         let __icpt_kind = __icpt::kind(&__icpt_in, &__icpt_out);
         let __icpt_method = #method;
         let mut #request = #request;
-        let mut __icpt_call = match __icpt_method.#start(&mut #request) {
+        let mut __icpt_call = match __icpt_method.#start(&mut #request).await {
             ::core::result::Result::Ok(call) => call,
             ::core::result::Result::Err(status) => return ::core::result::Result::Err(status),
         };

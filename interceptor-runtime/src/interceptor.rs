@@ -1,13 +1,17 @@
 //! The one trait every interceptor implements, built in or written by a user,
 //! and the static composition of several of them.
 
-use std::task::{Context, Poll};
+use std::{
+    future::{poll_fn, Future},
+    pin::pin,
+    task::{Context, Poll},
+};
 
 use tonic::{metadata::MetadataMap, Status};
 
 use crate::engine::{
     panic::{self, blaming},
-    CallContext,
+    type_name_of, CallContext,
 };
 
 /// Which way a message travels, seen from the server.
@@ -80,15 +84,57 @@ impl<'a, M> MessageRef<'a, M> {
 
 /// A message-level interceptor for tonic calls.
 ///
-/// The life of one call, in the order the hooks run:
+/// # The least to write
+/// Every item but the two state types has a default: stable Rust has no
+/// defaults for associated types, so an interceptor that keeps no state
+/// writes `type Call = (); type Stream = ();`, then only the hook it needs.
+/// A stateless metadata check is the two type lines, `name` and `on_start`:
+///
+/// ```
+/// use interceptor_runtime::{CallContext, Interceptor};
+/// use tonic::{metadata::MetadataMap, Status};
+///
+/// struct RequireTenant;
+///
+/// impl Interceptor for RequireTenant {
+///     type Call = ();   // no per-call state
+///     type Stream = (); // no per-direction state
+///     fn name(&self) -> &'static str {
+///         "require_tenant"
+///     }
+///     fn on_start(&self, _: &CallContext, metadata: &MetadataMap) -> Result<(), Status> {
+///         match metadata.get("x-tenant") {
+///             Some(_) => Ok(()),
+///             None => Err(Status::invalid_argument("missing `x-tenant` metadata")),
+///         }
+///     }
+/// }
+/// ```
+///
+/// Shorter still, with no type of your own: [`check_metadata`](crate::check_metadata)
+/// (a closure for `on_start`), [`validate`](crate::validate) (a closure for
+/// the messages of one type) and [`check_async`](crate::check_async) (an
+/// async closure awaited before the handler, with a timeout).
+///
+/// The defaults: `name` is the type's name (`RequireTenant`); `on_start`
+/// and `on_stream` make `Default` states; [`before_handler`](Self::before_handler)
+/// is ready at once; every other hook lets everything pass. So the state
+/// types must implement `Default` (a `derive` does), also where `on_start`
+/// and `on_stream` are written.
+///
+/// # The life of one call
+/// The hooks run in this order:
 /// 1. [`on_start`](Self::on_start) before the handler runs: sees the method,
 ///    peer, RPC kind and request metadata, may reject the call with any
 ///    [`Status`], and returns the per-call state [`Self::Call`].
-/// 2. [`on_stream`](Self::on_stream) once per direction, returning the state
+/// 2. [`before_handler`](Self::before_handler), once every interceptor's
+///    `on_start` passed: an asynchronous check (a token introspection, a
+///    quota lookup), awaited before the handler runs; may reject the call.
+/// 3. [`on_stream`](Self::on_stream) once per direction, returning the state
 ///    that direction owns alone ([`Self::Stream`]): no lock is needed for it.
 ///    The outbound direction's is made when the handler starts, as the
 ///    handler's timers run with it (below).
-/// 3. [`poll_message`](Self::poll_message) (or the simpler
+/// 4. [`poll_message`](Self::poll_message) (or the simpler
 ///    [`on_message`](Self::on_message)) for every message in each direction,
 ///    before the handler or the client gets it: may wait, may reject; then
 ///    [`on_delivered`](Self::on_delivered) once every interceptor let it pass.
@@ -96,7 +142,7 @@ impl<'a, M> MessageRef<'a, M> {
 ///    it is idle or held back, and when a timer it registered fires; also while the
 ///    handler runs, so that a timer ends a handler that is neither reading
 ///    nor writing (a unary one, say): its future is dropped.
-/// 4. [`on_end`](Self::on_end) exactly once, with the final status and stats.
+/// 5. [`on_end`](Self::on_end) exactly once, with the final status and stats.
 ///
 /// A rejection ends the whole call with that status: the handler sees it on
 /// its inbound stream and the client receives it as the final status.
@@ -120,20 +166,63 @@ impl<'a, M> MessageRef<'a, M> {
     note = "implement `interceptor_runtime::Interceptor` for `{Self}`"
 )]
 pub trait Interceptor: Send + Sync + 'static {
-    /// State of one call, shared by both directions.
-    type Call: Send + Sync + 'static;
-    /// State of one direction of one call.
-    type Stream: Send + 'static;
+    /// State of one call, shared by both directions: `()` for none.
+    type Call: Default + Send + Sync + 'static;
+    /// State of one direction of one call: `()` for none.
+    type Stream: Default + Send + 'static;
 
-    /// A short name: recorded as the limit that ended a call when this
-    /// interceptor rejects a message.
-    fn name(&self) -> &'static str;
+    /// A short name, in `snake_case` by convention: recorded as the
+    /// interceptor that ended a call it rejects (`Outcome::ended_by`, the
+    /// stats' `ended_by`), and named in the log of a panic of its hooks. The
+    /// default is the type's name, without its path and generics.
+    fn name(&self) -> &'static str {
+        type_name_of::<Self>()
+    }
 
-    /// Runs before the handler. `Err` rejects the call; the handler never runs.
-    fn on_start(&self, call: &CallContext, metadata: &MetadataMap) -> Result<Self::Call, Status>;
+    /// Runs before the handler. `Err` rejects the call; the handler never
+    /// runs. The default makes a `Default` call state.
+    fn on_start(&self, call: &CallContext, metadata: &MetadataMap) -> Result<Self::Call, Status> {
+        let _ = (call, metadata);
+        Ok(Self::Call::default())
+    }
 
-    /// Creates the state of one direction.
-    fn on_stream(&self, call: &Self::Call, ctx: &CallContext, direction: Direction) -> Self::Stream;
+    /// An asynchronous check, awaited before the handler runs: a token
+    /// introspection, a quota lookup, anything that waits for a service.
+    /// `Err` rejects the call: the handler never runs, the client gets the
+    /// status, and the call ends with it (`ended_by` this interceptor).
+    ///
+    /// It runs once every interceptor's [`on_start`](Self::on_start) has
+    /// passed, so every interceptor has started and hears
+    /// [`on_end`](Self::on_end) however the check ends; the interceptors'
+    /// checks run in the order they are written, each once the one before
+    /// it passed. If the client goes away while a check is pending, the
+    /// server drops the handler's future, and the check's future with it:
+    /// the call ends CANCELLED. A panic, in this method or while its future
+    /// is polled, is caught like any hook's: the call ends INTERNAL.
+    ///
+    /// A time limit is the check's own: wrap the future in
+    /// `tokio::time::timeout`, or use [`check_async`](crate::check_async)'s
+    /// `timeout`. A call whose client was gone before it started skips the
+    /// checks (its handler sees CANCELLED first).
+    ///
+    /// May be written `async fn before_handler(..) -> Result<(), Status>`.
+    /// The default is ready at once, and costs nothing measurable.
+    fn before_handler(
+        &self,
+        call: &Self::Call,
+        ctx: &CallContext,
+        metadata: &MetadataMap,
+    ) -> impl Future<Output = Result<(), Status>> + Send {
+        let _ = (call, ctx, metadata);
+        std::future::ready(Ok(()))
+    }
+
+    /// Creates the state of one direction. The default makes a `Default`
+    /// one.
+    fn on_stream(&self, call: &Self::Call, ctx: &CallContext, direction: Direction) -> Self::Stream {
+        let _ = (call, ctx, direction);
+        Self::Stream::default()
+    }
 
     /// Checks one message synchronously. The default lets it pass.
     #[inline]
@@ -215,10 +304,6 @@ impl Interceptor for () {
     fn name(&self) -> &'static str {
         "none"
     }
-    fn on_start(&self, _: &CallContext, _: &MetadataMap) -> Result<(), Status> {
-        Ok(())
-    }
-    fn on_stream(&self, _: &(), _: &CallContext, _: Direction) {}
 }
 
 /// Checks, where the user wrote `with = expr`, that `expr` is an interceptor
@@ -259,7 +344,7 @@ impl<A, B> Chain<A, B> {
 }
 
 /// The per-direction state of a [`Chain`].
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ChainStream<A, B> {
     first: A,
     second: B,
@@ -287,6 +372,12 @@ impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
                 Err(status)
             }
         }
+    }
+
+    /// `A`'s check, then, once it passed, `B`'s.
+    async fn before_handler(&self, call: &Self::Call, ctx: &CallContext, metadata: &MetadataMap) -> Result<(), Status> {
+        check_link(&self.first, &call.0, ctx, metadata).await?;
+        check_link(&self.second, &call.1, ctx, metadata).await
     }
 
     fn on_stream(&self, call: &Self::Call, ctx: &CallContext, direction: Direction) -> Self::Stream {
@@ -371,6 +462,22 @@ fn start_link<A: Interceptor>(link: &A, ctx: &CallContext, metadata: &MetadataMa
     let started = panic::catch(|| link.on_start(ctx, metadata))
         .unwrap_or_else(|payload| Err(panic::caught_in_hook(ctx, link, "on_start", payload)));
     started.inspect_err(|_| ctx.mark_ended_by(panic::name_of(link)))
+}
+
+/// Awaits one link's [`Interceptor::before_handler`]. Its rejection names
+/// it as the interceptor that ended the call; a blame is left on it while
+/// its check is made and polled, so that a panic names it (the engine
+/// catches it).
+async fn check_link<A: Interceptor>(
+    link: &A,
+    call: &A::Call,
+    ctx: &CallContext,
+    metadata: &MetadataMap,
+) -> Result<(), Status> {
+    const HOOK: &str = "before_handler";
+    let mut check = pin!(blaming(ctx, link, HOOK, || link.before_handler(call, ctx, metadata)));
+    let checked = poll_fn(|cx| blaming(ctx, link, HOOK, || check.as_mut().poll(cx))).await;
+    checked.inspect_err(|_| ctx.mark_ended_by(panic::name_of(link)))
 }
 
 /// Ends one link of a [`Chain`]; its panic is caught and logged, so that the

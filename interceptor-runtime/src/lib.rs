@@ -26,9 +26,13 @@
 //! client goes away. The context is also in the request's extensions
 //! ([`CallContext::of`]).
 //!
-//! Every interceptor implements [`Interceptor`]: a hook before the stream, one
-//! per message in each direction, one after. Those named in one attribute are
-//! composed statically with [`Chain`], in the order written.
+//! Every interceptor implements [`Interceptor`]: a hook before the stream (and
+//! an asynchronous one awaited before the handler), one per message in each
+//! direction, one after. Those named in one attribute are composed statically
+//! with [`Chain`], in the order written. Every hook has a default, so a check
+//! of your own is short: the trait's docs say how short, and [`check_metadata`],
+//! [`validate`] and [`check_async`] make one from a closure (the [`check`]
+//! module).
 //!
 //! Some endings are only seen below tonic: a client that cancels an upload
 //! looks like a clean end of the stream to a handler, and a response the
@@ -59,6 +63,7 @@
 #![warn(missing_docs)]
 
 mod builtin;
+pub mod check;
 mod engine;
 mod expansion;
 mod interceptor;
@@ -81,6 +86,7 @@ pub use builtin::otel;
 #[cfg(feature = "rate")]
 pub use builtin::rate;
 
+pub use check::{check_async, check_metadata, validate};
 pub use engine::{CallContext, CallRef, CallStats, MethodInfo, NameSource, Outcome, RpcKind};
 pub use interceptor::{Chain, ChainStream, Direction, Interceptor, MessageRef};
 pub use stream::{Inbound, Outbound, OutboundStream};

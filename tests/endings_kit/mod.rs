@@ -180,6 +180,7 @@ pub fn probe() -> Probe {
     Probe
 }
 
+#[derive(Default)]
 pub struct ProbeCall {
     id: u64,
     panic_in: String,

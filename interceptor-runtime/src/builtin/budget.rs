@@ -82,6 +82,7 @@ impl Budget {
 }
 
 /// Per-call state of [`Budget`].
+#[derive(Default)] // as the trait asks of every state; `on_start` makes the one used
 pub struct BudgetCall {
     /// The `duration` / `idle` timer, in an atomic slot. Either direction
     /// polls it, with the call's waker, so whichever does, both hear when it

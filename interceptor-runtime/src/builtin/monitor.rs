@@ -110,6 +110,35 @@ pub struct MonitorStream {
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
+/// A state that records nothing (no span), as the trait asks of every
+/// state; `on_start` makes the one a call uses.
+impl Default for MonitorCall {
+    fn default() -> Self {
+        MonitorCall {
+            span: Span::none(),
+            #[cfg(feature = "metrics")]
+            published: [AtomicU64::new(0), AtomicU64::new(0)],
+        }
+    }
+}
+
+/// As the trait asks of every state; `on_stream` makes the one a direction
+/// uses.
+impl Default for MonitorStream {
+    fn default() -> Self {
+        MonitorStream {
+            #[cfg(feature = "metrics")]
+            direction: Direction::Inbound,
+            #[cfg(feature = "metrics")]
+            countdown: FLUSH_EVERY,
+            #[cfg(feature = "metrics")]
+            was_quiet: false,
+            #[cfg(feature = "metrics")]
+            timer: None,
+        }
+    }
+}
+
 impl MonitorCall {
     /// The call's span (`grpc.call`), for instrumenting work of the call.
     pub fn span(&self) -> &Span {

@@ -123,6 +123,7 @@ impl Rate {
 /// limiter (`scope = stream`) starts full, so the stream starts with its
 /// burst, granted when the call started; the method's limiter hands out
 /// batches. The rest is made when the credit first runs out.
+#[derive(Default)] // as the trait asks of every state; `on_stream` makes the one used
 pub struct RateStream {
     /// Permits the stream holds and has not spent yet.
     credit: u64,

@@ -4,7 +4,7 @@
 //! One intercepted handler does, in order:
 //! ```text
 //! static SLOT                      // the method's interceptors, built on first call
-//! let call = SLOT.start(&mut request)?        // on_start hooks; may reject
+//! let call = SLOT.start(&mut request).await?  // on_start hooks, then before_handler checks; may reject
 //! let request = call.inbound(request)         // streaming: Streaming<T> -> Inbound<T>
 //!            |  call.recv_unary(request).await   // unary: the message hooks run now
 //! let result = call.run(async move { <handler body> }).await;   // the timers beside it
@@ -26,7 +26,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{metadata::MetadataMap, Request, Response, Status, Streaming};
 
 use super::{
     cell::{DirectionState, LIVE_CALLS},
@@ -39,15 +39,25 @@ use crate::{
 };
 
 impl<I: Interceptor> Method<I> {
-    /// Runs the `on_start` hooks. The request gets the call's
-    /// [`CallContext`] in its extensions.
+    /// Runs the `on_start` hooks, then awaits the `before_handler` checks.
+    /// The request gets the call's [`CallContext`] in its extensions.
     ///
     /// With [`InterceptLayer`](crate::InterceptLayer) in the server, the call
     /// keeps the layer's tap from the request's extensions; a request whose
     /// body already failed (a unary request the client cancelled right
     /// after sending it, say) starts ended: its handler sees CANCELLED
-    /// before anything else.
-    pub fn start<T>(&'static self, request: &mut Request<T>) -> Result<CallGuard<I>, Status> {
+    /// before anything else, and the checks are skipped.
+    ///
+    /// Dropped while a check is pending (the client went away), the call
+    /// ends as a guard dropped early does.
+    pub async fn start<T>(&'static self, request: &mut Request<T>) -> Result<CallGuard<I>, Status> {
+        let mut call = self.start_call(request)?;
+        call.check_before_handler(request.metadata()).await?;
+        Ok(call)
+    }
+
+    /// The `on_start` hooks: the call and its guard, or the rejection.
+    fn start_call<T>(&'static self, request: &mut Request<T>) -> Result<CallGuard<I>, Status> {
         let tap = request.extensions().get::<Arc<Tap>>().cloned();
         let ctx = CallContext::new(ErasedMethod::new(self), request.remote_addr(), tap);
         let started = match panic::catch(|| self.interceptors.on_start(&ctx, request.metadata())) {
@@ -112,6 +122,35 @@ impl<I: Interceptor> CallGuard<I> {
     /// The call's context.
     pub fn context(&self) -> &CallContext {
         &self.cell.ctx
+    }
+
+    /// Awaits the interceptors' `before_handler` checks. A rejection, or a
+    /// panic (logged, INTERNAL), ends the call with its status: every
+    /// interceptor has started, and hears `on_end`. A call already over
+    /// (its client went away before it started) is not checked.
+    async fn check_before_handler(&mut self, metadata: &MetadataMap) -> Result<(), Status> {
+        let status = {
+            let cell = &*self.cell;
+            if cell.ctx.terminal_status().is_some() {
+                return Ok(());
+            }
+            let interceptors = &cell.method().interceptors;
+            let checked = match panic::catch(|| interceptors.before_handler(&cell.call_state, &cell.ctx, metadata)) {
+                Ok(check) => panic::catch_polls(check).await,
+                Err(payload) => Err(payload),
+            };
+            match checked {
+                Ok(Ok(())) => return Ok(()),
+                // A `Chain` has named its link that rejected; this is one
+                // interceptor alone.
+                Ok(Err(status)) => {
+                    cell.ctx.mark_ended_by(panic::name_of(interceptors));
+                    status
+                }
+                Err(payload) => panic::caught_in_hook(&cell.ctx, interceptors, "before_handler", payload),
+            }
+        };
+        Err(self.end(Err(status)).unwrap_err())
     }
 
     /// The one handle of the inbound direction.

@@ -13,10 +13,16 @@
 //! hook unwinds, notes the link's name in the call's context on the way out;
 //! the engine's catch, further up, reads it back. The happy path pays for
 //! neither: an unwinding edge costs nothing until it is taken.
+//!
+//! An asynchronous hook (`before_handler`) is caught at every poll of its
+//! future ([`catch_polls`]), and a `Chain` blames its link at each poll.
 
 use std::{
     any::Any,
+    future::{poll_fn, Future},
     panic::{catch_unwind, AssertUnwindSafe},
+    pin::pin,
+    task::Poll,
 };
 
 use tonic::Status;
@@ -35,8 +41,8 @@ pub(crate) enum Site {
     Hook {
         /// The interceptor's `name()`.
         interceptor: &'static str,
-        /// `on_start`, `on_stream`, `poll_message`, `on_delivered`,
-        /// `poll_interrupt` or `on_end`.
+        /// `on_start`, `before_handler`, `on_stream`, `poll_message`,
+        /// `on_delivered`, `poll_interrupt` or `on_end`.
         hook: &'static str,
     },
 }
@@ -57,6 +63,17 @@ impl Site {
 #[inline(always)]
 pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Box<dyn Any + Send>> {
     catch_unwind(AssertUnwindSafe(f))
+}
+
+/// Awaits `future`, catching a panic of any of its polls; it is not polled
+/// again after one.
+pub(crate) async fn catch_polls<F: Future>(future: F) -> Result<F::Output, Box<dyn Any + Send>> {
+    let mut future = pin!(future);
+    poll_fn(|cx| match catch(|| future.as_mut().poll(cx)) {
+        Ok(polled) => polled.map(Ok),
+        Err(payload) => Poll::Ready(Err(payload)),
+    })
+    .await
 }
 
 /// Logs a caught panic once and returns the INTERNAL status the call ends

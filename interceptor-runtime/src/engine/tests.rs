@@ -40,7 +40,7 @@ mod budget {
             || Budget::new(BudgetConfig { duration: Some(Duration::from_secs(3600)), ..Default::default() }),
         );
         let mut request = Request::new(());
-        let mut call = method.start(&mut request).expect("no limit to reject it");
+        let mut call = method.start(&mut request).await.expect("no limit to reject it");
         let cell = Arc::downgrade(&call.cell);
         // The first message polls the timers: the `Sleep` now holds the call's waker.
         let request = call.recv_unary(request).await.expect("passes");
