@@ -5,7 +5,7 @@ use std::pin::Pin;
 
 mod common;
 
-use common::serve_and_connect;
+use common::{in_real_time, serve_and_connect};
 
 use interceptor_examples::pb::{route_guide_server::RouteGuide, Feature, Point, Rectangle, RouteNote, RouteSummary};
 use interceptor_runtime::intercept;
@@ -75,23 +75,26 @@ async fn monitor_exports_grpc_server_metrics() {
     let snapshotter = recorder.snapshotter();
     recorder.install().expect("the only recorder of this test binary");
 
-    let mut client = serve_and_connect(Metered).await;
+    in_real_time(async {
+        let (mut client, _server) = serve_and_connect(Metered).await;
 
-    client.get_feature(Point::default()).await.unwrap();
-    let mut two = client.list_features(rect(2)).await.unwrap().into_inner();
-    while two.message().await.unwrap().is_some() {}
-    let mut five = client.list_features(rect(5)).await.unwrap().into_inner();
-    let mut received = 0;
-    let status = loop {
-        match five.message().await {
-            Ok(Some(_)) => received += 1,
-            Ok(None) => panic!("the budget should end the stream"),
-            Err(status) => break status,
-        }
-    };
-    assert_eq!((received, status.code()), (3, Code::ResourceExhausted));
-    let unimplemented = client.record_route(tokio_stream::iter(vec![Point::default()])).await.unwrap_err();
-    assert_eq!(unimplemented.code(), Code::Unimplemented);
+        client.get_feature(Point::default()).await.unwrap();
+        let mut two = client.list_features(rect(2)).await.unwrap().into_inner();
+        while two.message().await.unwrap().is_some() {}
+        let mut five = client.list_features(rect(5)).await.unwrap().into_inner();
+        let mut received = 0;
+        let status = loop {
+            match five.message().await {
+                Ok(Some(_)) => received += 1,
+                Ok(None) => panic!("the budget should end the stream"),
+                Err(status) => break status,
+            }
+        };
+        assert_eq!((received, status.code()), (3, Code::ResourceExhausted));
+        let unimplemented = client.record_route(tokio_stream::iter(vec![Point::default()])).await.unwrap_err();
+        assert_eq!(unimplemented.code(), Code::Unimplemented);
+    })
+    .await;
 
     let metrics = take(&snapshotter);
     let unary = [("grpc_type", "unary"), ("grpc_service", "metrics.Test"), ("grpc_method", "GetFeature")];
