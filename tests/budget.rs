@@ -5,7 +5,11 @@
 //! Every test has its own service (`service = "test.X"`), so that the
 //! per-method stats and the event log (`common::events`) are its own.
 
-use std::time::Duration;
+use std::{
+    sync::OnceLock,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 mod common;
 
@@ -18,11 +22,14 @@ use futures_util::StreamExt;
 use interceptor_examples::pb::{
     route_guide_client::RouteGuideClient, route_guide_server::RouteGuide, Point, RouteNote,
 };
-use interceptor_runtime::stats;
+use interceptor_runtime::{
+    budget::{Budget, BudgetCall, BudgetConfig},
+    stats, CallContext, Direction, Interceptor, MessageRef,
+};
 use prost::Message as _;
 use tokio::{sync::mpsc, time::Instant};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{transport::Channel, Code, Request};
+use tonic::{metadata::MetadataMap, transport::Channel, Code, Request, Status};
 
 // ---------------------------------------------------------------------------
 // budget: messages and bytes
@@ -440,6 +447,85 @@ async fn over_loopback_an_idle_budget_is_the_final_status() {
     .await;
 }
 
+service!(BudgetBoth: monitor, budget(duration = "2500ms", idle = "1s"), service = "test.BudgetBoth");
+
+/// In-process, paused: with both `duration` and `idle`, a client stream that
+/// goes quiet is cut by `idle` a second after its last point (the idle
+/// deadline counts from that point, not from the start of the call), before
+/// `duration` is up, and says so.
+#[tokio::test(start_paused = true)]
+async fn with_duration_and_idle_a_quiet_stream_is_cut_by_idle_a_second_after_its_last_message() {
+    on_paused_clock(async {
+        let key = "/test.BudgetBoth/RecordRoute";
+        let t0 = Instant::now();
+        let (points, stream) = client_stream::<Point>();
+        let call = tokio::spawn(async move { BudgetBoth.record_route(Request::new(stream)).await });
+        // Points at 0, 700 and 1400 ms, each within a second of the one before.
+        for i in 0..3 {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+            }
+            points.send(Point { latitude: i, longitude: 0 }).unwrap();
+        }
+        let status = call.await.unwrap().unwrap_err();
+        let at = Instant::now() - t0;
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::DeadlineExceeded, "budget: no message for 1s (idle limit)")
+        );
+        assert!(at >= Duration::from_millis(2400) && at <= Duration::from_millis(2402), "cut after {at:?}");
+        let outcome = outcome(key, 0).await;
+        assert_eq!(
+            (outcome.code, outcome.ended_by, outcome.stats.messages_received),
+            (Code::DeadlineExceeded, Some("budget"), 3)
+        );
+        assert_eq!(outcome.duration, at);
+        drop(points);
+    })
+    .await;
+}
+
+/// In-process, paused: with both, a bidi stream that never goes a second
+/// without a message is cut by `duration` when it is up (2.5 s, not a whole
+/// number of seconds, as its message says), not by `idle`.
+#[tokio::test(start_paused = true)]
+async fn with_duration_and_idle_a_busy_stream_is_cut_by_duration_when_it_is_up() {
+    on_paused_clock(async {
+        let key = "/test.BudgetBoth/RouteChat";
+        let t0 = Instant::now();
+        let (notes, stream) = client_stream::<RouteNote>();
+        let mut replies = BudgetBoth.route_chat(Request::new(stream)).await.unwrap().into_inner();
+        let mut echoed = 0;
+        let status = loop {
+            notes.send(note(echoed, "busy")).unwrap();
+            match replies.next().await.unwrap() {
+                Ok(echo) => assert_eq!(echo.location.unwrap().latitude, echoed),
+                Err(status) => break status,
+            }
+            echoed += 1;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(600)) => {}
+                ended = replies.next() => break ended.unwrap().expect_err("no note is left to echo"),
+            }
+        };
+        let at = Instant::now() - t0;
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::DeadlineExceeded, "budget: stream duration of 2.5s used up")
+        );
+        assert!(at >= Duration::from_millis(2500) && at <= Duration::from_millis(2502), "cut after {at:?}");
+        // Notes at 0, 600, 1200, 1800 and 2400 ms were echoed; the next was due at 3000.
+        assert_eq!(echoed, 5);
+        let outcome = outcome(key, 0).await;
+        assert_eq!(
+            (outcome.code, outcome.ended_by, outcome.stats.messages_received, outcome.stats.messages_sent),
+            (Code::DeadlineExceeded, Some("budget"), 5, 5)
+        );
+        drop(notes);
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------
 // budget: streams
 
@@ -544,6 +630,98 @@ async fn a_streams_slot_is_released_by_streaming_calls_too() {
         assert!(replies.message().await.unwrap().is_none());
         let mut replies = client.route_chat(tokio_stream::iter(vec![note(1, "b")])).await.unwrap().into_inner();
         assert!(replies.message().await.unwrap().is_some());
+    })
+    .await;
+}
+
+/// `Budget::active_streams()`. The `budget(..)` of the attribute is built
+/// inside the expansion's static, out of a test's reach, so this budget is
+/// built by the test and added with `with = ..`, through an interceptor that
+/// hands every hook to it.
+struct Reachable(&'static Budget);
+
+fn reachable() -> &'static Budget {
+    static BUDGET: OnceLock<Budget> = OnceLock::new();
+    BUDGET.get_or_init(|| Budget::new(BudgetConfig { streams: Some(2), ..BudgetConfig::default() }))
+}
+
+impl Interceptor for Reachable {
+    type Call = BudgetCall;
+    type Stream = ();
+
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn on_start(&self, ctx: &CallContext, metadata: &MetadataMap) -> Result<BudgetCall, Status> {
+        self.0.on_start(ctx, metadata)
+    }
+
+    fn on_stream(&self, call: &BudgetCall, ctx: &CallContext, direction: Direction) {
+        self.0.on_stream(call, ctx, direction)
+    }
+
+    fn poll_message<M: prost::Message + 'static>(
+        &self,
+        call: &BudgetCall,
+        stream: &mut (),
+        cx: &mut Context<'_>,
+        msg: &MessageRef<'_, M>,
+    ) -> Poll<Result<(), Status>> {
+        self.0.poll_message(call, stream, cx, msg)
+    }
+
+    fn poll_interrupt(
+        &self,
+        call: &BudgetCall,
+        stream: &mut (),
+        ctx: &CallContext,
+        cx: &mut Context<'_>,
+    ) -> Poll<Status> {
+        self.0.poll_interrupt(call, stream, ctx, cx)
+    }
+
+    fn on_end(&self, call: &BudgetCall, ctx: &CallContext) {
+        self.0.on_end(call, ctx)
+    }
+}
+
+service!(BudgetReachable: with = Reachable(reachable()), service = "test.BudgetReachable");
+
+/// In process: `active_streams()` is the number of calls holding a
+/// `streams = 2` slot: 0, 1, 2 as calls start; a third is rejected and takes
+/// none; 1 when one ends, and the freed slot admits a call again; 0 at last.
+#[tokio::test]
+async fn active_streams_counts_the_calls_holding_a_slot() {
+    in_real_time(async {
+        let budget = reachable();
+        let key = "/test.BudgetReachable/GetFeature";
+        assert_eq!(budget.active_streams(), 0);
+        let hold = || async { BudgetReachable.get_feature(Request::new(Point { latitude: -3, longitude: 0 })).await };
+        let first = tokio::spawn(hold());
+        wait_for(key, |e| (started(e) == 1).then_some(())).await;
+        assert_eq!(budget.active_streams(), 1);
+        let features = BudgetReachable.list_features(Request::new(rect(1, 0, true, 0))).await.unwrap().into_inner();
+        assert_eq!(budget.active_streams(), 2);
+
+        let status = BudgetReachable.get_feature(Request::new(Point { latitude: 1, longitude: 1 })).await.unwrap_err();
+        assert_eq!(
+            (status.code(), status.message()),
+            (
+                Code::ResourceExhausted,
+                "budget: all 2 concurrent streams of /test.BudgetReachable/GetFeature are in use"
+            )
+        );
+        assert_eq!(budget.active_streams(), 2);
+
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        assert_eq!(budget.active_streams(), 1);
+        let answered = BudgetReachable.get_feature(Request::new(Point { latitude: 1, longitude: 1 })).await;
+        assert_eq!(answered.unwrap().into_inner().name, "ok");
+        assert_eq!(budget.active_streams(), 1);
+        drop(features);
+        assert_eq!(budget.active_streams(), 0);
     })
     .await;
 }

@@ -13,12 +13,14 @@
 //! - [`handlers`]: routeguide handlers that misbehave on request (panic, fail,
 //!   never answer, stop reading, stay open), and `service!`, which stamps out
 //!   a service of them with a given `#[intercept(..)]` list.
+//! - [`traces`]: a `tracing` layer that keeps the events a test emits.
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod bound;
 pub mod events;
 pub mod handlers;
 pub mod server;
+pub mod traces;
 
 pub use bound::{eventually, in_real_time, on_paused_clock};
 pub use server::{serve, serve_and_connect, Server};
