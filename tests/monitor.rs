@@ -160,3 +160,18 @@ async fn stats_hold_exact_totals_per_method() {
     })
     .await;
 }
+
+/// The built-in interceptors' names, as a chain records the one that ended a
+/// call (`Outcome::ended_by`, `stats` `ended_by`, the `limit` label of
+/// `grpc_server_limited_total`), and as an interceptor that wraps one reports
+/// it. `monitor` never ends a call, so only its name says it is there.
+#[test]
+fn the_built_in_interceptors_are_named_as_the_attribute_spells_them() {
+    use interceptor_runtime::{
+        budget::{Budget, BudgetConfig},
+        monitor::{Monitor, MonitorConfig},
+        Interceptor,
+    };
+    assert_eq!(Monitor::new(MonitorConfig::default()).name(), "monitor");
+    assert_eq!(Budget::new(BudgetConfig::default()).name(), "budget");
+}
