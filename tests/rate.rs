@@ -1,7 +1,8 @@
-//! `rate`, end to end: real tonic servers on loopback for what a client sees,
-//! and handlers called in process under tokio's paused clock for what depends
-//! on time alone (a paused clock and loopback I/O mix only where the test
-//! asserts no upper bound that a jump of the clock could break).
+//! `rate`, end to end: real tonic servers on loopback, most on tokio's paused
+//! clock, where a rate's waits take no real time (while the runtime waits for
+//! a socket, the paused clock moves on to the next timer, which there is the
+//! rate's own, so the spacing of messages still holds), and handlers called in
+//! process where a time must be exact.
 //!
 //! Every test has its own service (`service = "test.X"`), so that the
 //! per-method stats and the event log (`common::events`) are its own.
