@@ -13,7 +13,7 @@ use std::{
 
 mod common;
 
-use common::serve_and_connect;
+use common::{in_real_time, serve_and_connect};
 use interceptor_examples::{
     pb::{route_guide_server::RouteGuide, Feature, Point, Rectangle, RouteNote, RouteSummary},
     SecureGuide,
@@ -35,48 +35,54 @@ fn note(text: &str) -> RouteNote {
 
 #[tokio::test]
 async fn a_missing_or_bad_token_is_unauthenticated_before_the_handler_runs() {
-    let mut client = serve_and_connect(SecureGuide::default()).await;
-    let point = Point { latitude: 3, longitude: 4 };
+    in_real_time(async {
+        let (mut client, _server) = serve_and_connect(SecureGuide::default()).await;
+        let point = Point { latitude: 3, longitude: 4 };
 
-    let missing = client.get_feature(point).await.unwrap_err();
-    assert_eq!(missing.code(), Code::Unauthenticated);
-    assert_eq!(missing.message(), "missing `authorization: Bearer <token>` metadata");
+        let missing = client.get_feature(point).await.unwrap_err();
+        assert_eq!(missing.code(), Code::Unauthenticated);
+        assert_eq!(missing.message(), "missing `authorization: Bearer <token>` metadata");
 
-    let mut wrong = Request::new(tokio_stream::iter(vec![note("hi")]));
-    wrong.metadata_mut().insert("authorization", "Bearer guess".parse().unwrap());
-    let status = client.route_chat(wrong).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unauthenticated);
-    assert_eq!(status.message(), "the bearer token is not valid");
+        let mut wrong = Request::new(tokio_stream::iter(vec![note("hi")]));
+        wrong.metadata_mut().insert("authorization", "Bearer guess".parse().unwrap());
+        let status = client.route_chat(wrong).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(status.message(), "the bearer token is not valid");
 
-    let ok = client.get_feature(with_token(point)).await.unwrap().into_inner();
-    assert_eq!(ok.name, "feature at 3,4");
+        let ok = client.get_feature(with_token(point)).await.unwrap().into_inner();
+        assert_eq!(ok.name, "feature at 3,4");
 
-    // monitor runs first, so it saw both rejections; no message reached a handler.
-    let unary = stats::method("/routeguide.SecureRouteGuide/GetFeature").unwrap();
-    assert_eq!((unary.code(Code::Unauthenticated), unary.code(Code::Ok)), (1, 1));
-    assert_eq!(unary.ended_by.get("token_check"), Some(&1));
-    assert_eq!((unary.messages_received, unary.messages_sent), (1, 1), "only the authorised call counts");
-    // (RouteChat's totals are shared with the validator test; its rejection is ours.)
-    let chat = stats::method("/routeguide.SecureRouteGuide/RouteChat").unwrap();
-    assert_eq!((chat.code(Code::Unauthenticated), chat.ended_by.get("token_check")), (1, Some(&1)));
+        // monitor runs first, so it saw both rejections; no message reached a handler.
+        let unary = stats::method("/routeguide.SecureRouteGuide/GetFeature").unwrap();
+        assert_eq!((unary.code(Code::Unauthenticated), unary.code(Code::Ok)), (1, 1));
+        assert_eq!(unary.ended_by.get("token_check"), Some(&1));
+        assert_eq!((unary.messages_received, unary.messages_sent), (1, 1), "only the authorised call counts");
+        // (RouteChat's totals are shared with the validator test; its rejection is ours.)
+        let chat = stats::method("/routeguide.SecureRouteGuide/RouteChat").unwrap();
+        assert_eq!((chat.code(Code::Unauthenticated), chat.ended_by.get("token_check")), (1, Some(&1)));
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_bad_message_ends_the_stream_with_invalid_argument() {
-    let mut client = serve_and_connect(SecureGuide::default()).await;
-    let (tx, rx) = mpsc::channel(4);
-    let mut replies =
-        client.route_chat(with_token(tokio_stream::wrappers::ReceiverStream::new(rx))).await.unwrap().into_inner();
-    tx.send(note("first")).await.unwrap();
-    assert_eq!(replies.message().await.unwrap().unwrap().message, "first");
-    tx.send(note("")).await.unwrap();
-    let status = replies.message().await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(status.message(), "a note's message may not be empty");
+    in_real_time(async {
+        let (mut client, _server) = serve_and_connect(SecureGuide::default()).await;
+        let (tx, rx) = mpsc::channel(4);
+        let mut replies =
+            client.route_chat(with_token(tokio_stream::wrappers::ReceiverStream::new(rx))).await.unwrap().into_inner();
+        tx.send(note("first")).await.unwrap();
+        assert_eq!(replies.message().await.unwrap().unwrap().message, "first");
+        tx.send(note("")).await.unwrap();
+        let status = replies.message().await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "a note's message may not be empty");
 
-    let chat = stats::method("/routeguide.SecureRouteGuide/RouteChat").unwrap();
-    assert_eq!(chat.code(Code::InvalidArgument), 1);
-    assert_eq!(chat.ended_by.get("note_validator"), Some(&1));
+        let chat = stats::method("/routeguide.SecureRouteGuide/RouteChat").unwrap();
+        assert_eq!(chat.code(Code::InvalidArgument), 1);
+        assert_eq!(chat.ended_by.get("note_validator"), Some(&1));
+    })
+    .await;
 }
 
 static HANDLER_RUNS: AtomicUsize = AtomicUsize::new(0);
@@ -151,59 +157,31 @@ static CANCELLED: tokio::sync::Mutex<Option<mpsc::Sender<Option<Code>>>> = tokio
 
 #[tokio::test]
 async fn the_handler_reaches_its_call_context_and_its_cancellation() {
-    let (tx, mut cancelled) = mpsc::channel(1);
-    *CANCELLED.lock().await = Some(tx);
-    let mut client = serve_and_connect(Introspect).await;
+    in_real_time(async {
+        let (tx, mut cancelled) = mpsc::channel(1);
+        *CANCELLED.lock().await = Some(tx);
+        let (mut client, _server) = serve_and_connect(Introspect).await;
 
-    let before = HANDLER_RUNS.load(Ordering::SeqCst);
-    let denied = client.get_feature(Point::default()).await.unwrap_err();
-    assert_eq!(denied.code(), Code::Unauthenticated);
-    assert_eq!(HANDLER_RUNS.load(Ordering::SeqCst), before, "the handler must not run");
+        let before = HANDLER_RUNS.load(Ordering::SeqCst);
+        let denied = client.get_feature(Point::default()).await.unwrap_err();
+        assert_eq!(denied.code(), Code::Unauthenticated);
+        assert_eq!(HANDLER_RUNS.load(Ordering::SeqCst), before, "the handler must not run");
 
-    let named = client.get_feature(with_token(Point::default())).await.unwrap().into_inner();
-    assert_eq!(named.name, "/test.Introspect/GetFeature received=1 peer=true");
+        let named = client.get_feature(with_token(Point::default())).await.unwrap().into_inner();
+        assert_eq!(named.name, "/test.Introspect/GetFeature received=1 peer=true");
 
-    let route = tokio_stream::iter((0..5).map(|i| Point { latitude: i, longitude: i }));
-    let summary = client.record_route(with_token(route)).await.unwrap().into_inner();
-    assert_eq!((summary.point_count, summary.feature_count), (5, 5));
+        let route = tokio_stream::iter((0..5).map(|i| Point { latitude: i, longitude: i }));
+        let summary = client.record_route(with_token(route)).await.unwrap().into_inner();
+        assert_eq!((summary.point_count, summary.feature_count), (5, 5));
 
-    // The client drops a server stream mid-way: the spawned worker hears of it.
-    let mut ticks = client.list_features(with_token(Rectangle::default())).await.unwrap().into_inner();
-    assert!(ticks.message().await.unwrap().is_some());
-    drop(ticks);
-    let code = tokio::time::timeout(Duration::from_secs(10), cancelled.recv()).await.expect("the signal fires");
-    assert_eq!(code, Some(Some(Code::Cancelled)));
-}
-
-/// A unary response message whose name ends in `Stream`: a message type, not
-/// a response stream (message types are never generic).
-#[derive(Clone, PartialEq, prost::Message)]
-struct LiveStream {
-    #[prost(string, tag = "1")]
-    title: String,
-}
-
-#[tonic::async_trait]
-trait Channels {
-    async fn get_stream(&self, request: Request<Point>) -> Result<Response<LiveStream>, Status>;
-}
-
-struct Studio;
-
-#[intercept(monitor, service = "test.Studio")]
-#[tonic::async_trait]
-impl Channels for Studio {
-    async fn get_stream(&self, request: Request<Point>) -> Result<Response<LiveStream>, Status> {
-        Ok(Response::new(LiveStream { title: format!("live at {}", request.get_ref().latitude) }))
-    }
-}
-
-#[tokio::test]
-async fn a_unary_message_named_stream_is_a_message() {
-    let response = Studio.get_stream(Request::new(Point { latitude: 7, longitude: 0 })).await.unwrap();
-    assert_eq!(response.into_inner().title, "live at 7");
-    let totals = stats::method("/test.Studio/GetStream").expect("monitored");
-    assert_eq!((totals.finished, totals.messages_received, totals.messages_sent), (1, 1, 1));
+        // The client drops a server stream mid-way: the spawned worker hears of it.
+        let mut ticks = client.list_features(with_token(Rectangle::default())).await.unwrap().into_inner();
+        assert!(ticks.message().await.unwrap().is_some());
+        drop(ticks);
+        let code = tokio::time::timeout(Duration::from_secs(10), cancelled.recv()).await.expect("the signal fires");
+        assert_eq!(code, Some(Some(Code::Cancelled)));
+    })
+    .await;
 }
 
 static CHECKED_RUNS: AtomicUsize = AtomicUsize::new(0);
@@ -297,58 +275,66 @@ fn tenant<T>(message: T) -> Request<T> {
 
 #[tokio::test]
 async fn a_stateless_check_rejects_before_the_handler_runs() {
-    let mut client = serve_and_connect(Checked).await;
-    let before = stats::snapshot();
-    let runs = CHECKED_RUNS.load(Ordering::SeqCst);
+    in_real_time(async {
+        let (mut client, _server) = serve_and_connect(Checked).await;
+        let before = stats::snapshot();
+        let runs = CHECKED_RUNS.load(Ordering::SeqCst);
 
-    let status = client.get_feature(Point { latitude: 1, longitude: 1 }).await.unwrap_err();
-    assert_eq!((status.code(), status.message()), (Code::Unauthenticated, "missing `x-tenant` metadata"));
-    let mut banned = tenant(Rectangle::default());
-    banned.metadata_mut().insert("x-banned", "yes".parse().unwrap());
-    let status = client.list_features(banned).await.unwrap_err();
-    assert_eq!((status.code(), status.message()), (Code::PermissionDenied, "banned"));
-    assert_eq!(CHECKED_RUNS.load(Ordering::SeqCst), runs, "the handlers must not run");
+        let status = client.get_feature(Point { latitude: 1, longitude: 1 }).await.unwrap_err();
+        assert_eq!((status.code(), status.message()), (Code::Unauthenticated, "missing `x-tenant` metadata"));
+        let mut banned = tenant(Rectangle::default());
+        banned.metadata_mut().insert("x-banned", "yes".parse().unwrap());
+        let status = client.list_features(banned).await.unwrap_err();
+        assert_eq!((status.code(), status.message()), (Code::PermissionDenied, "banned"));
+        assert_eq!(CHECKED_RUNS.load(Ordering::SeqCst), runs, "the handlers must not run");
 
-    let changes = stats::since(&before);
-    let rejected_by =
-        |method: &str, by: &str| changes.iter().find(|m| m.method == method).and_then(|m| m.ended_by.get(by).copied());
-    assert_eq!(rejected_by("/test.Checked/GetFeature", "RequireTenant"), Some(1), "named by its type: {changes:?}");
-    assert_eq!(rejected_by("/test.Checked/ListFeatures", "ban_list"), Some(1));
+        let changes = stats::since(&before);
+        let rejected_by = |method: &str, by: &str| {
+            changes.iter().find(|m| m.method == method).and_then(|m| m.ended_by.get(by).copied())
+        };
+        assert_eq!(rejected_by("/test.Checked/GetFeature", "RequireTenant"), Some(1), "named by its type: {changes:?}");
+        assert_eq!(rejected_by("/test.Checked/ListFeatures", "ban_list"), Some(1));
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn validate_checks_the_messages_of_its_type_and_lets_the_others_pass() {
-    let mut client = serve_and_connect(Checked).await;
+    in_real_time(async {
+        let (mut client, _server) = serve_and_connect(Checked).await;
 
-    // A bad point ends the upload mid-stream, after the good ones.
-    let (tx, rx) = mpsc::channel(4);
-    let upload = tokio::spawn({
-        let mut client = client.clone();
-        async move { client.record_route(tenant(tokio_stream::wrappers::ReceiverStream::new(rx))).await }
-    });
-    for latitude in [1, 2, -3, 4] {
-        if tx.send(Point { latitude, longitude: 1 }).await.is_err() {
-            break; // the call is over
+        // A bad point ends the upload mid-stream, after the good ones.
+        let (tx, rx) = mpsc::channel(4);
+        let upload = tokio::spawn({
+            let mut client = client.clone();
+            async move { client.record_route(tenant(tokio_stream::wrappers::ReceiverStream::new(rx))).await }
+        });
+        for latitude in [1, 2, -3, 4] {
+            if tx.send(Point { latitude, longitude: 1 }).await.is_err() {
+                break; // the call is over
+            }
         }
-    }
-    drop(tx);
-    let status = tokio::time::timeout(Duration::from_secs(10), upload).await.expect("bounded").unwrap().unwrap_err();
-    assert_eq!((status.code(), status.message()), (Code::InvalidArgument, "latitude -3 is negative"));
-    let route = stats::method("/test.Checked/RecordRoute").unwrap();
-    assert_eq!((route.messages_received, route.ended_by.get("points")), (2, Some(&1)), "{route:?}");
+        drop(tx);
+        let status =
+            tokio::time::timeout(Duration::from_secs(10), upload).await.expect("bounded").unwrap().unwrap_err();
+        assert_eq!((status.code(), status.message()), (Code::InvalidArgument, "latitude -3 is negative"));
+        let route = stats::method("/test.Checked/RecordRoute").unwrap();
+        assert_eq!((route.messages_received, route.ended_by.get("points")), (2, Some(&1)), "{route:?}");
 
-    // Notes are of another type: they pass both ways.
-    let notes = tokio_stream::iter(vec![note("a"), note("")]);
-    let echoed = client.route_chat(tenant(notes)).await.unwrap().into_inner();
-    let echoed: Vec<_> = tokio_stream::StreamExt::collect(echoed).await;
-    assert_eq!(echoed.into_iter().map(|n| n.unwrap().message).collect::<Vec<_>>(), ["a", ""]);
+        // Notes are of another type: they pass both ways.
+        let notes = tokio_stream::iter(vec![note("a"), note("")]);
+        let echoed = client.route_chat(tenant(notes)).await.unwrap().into_inner();
+        let echoed: Vec<_> = tokio_stream::StreamExt::collect(echoed).await;
+        assert_eq!(echoed.into_iter().map(|n| n.unwrap().message).collect::<Vec<_>>(), ["a", ""]);
 
-    // A point is checked inbound, a feature outbound (and a point is not
-    // checked outbound: the feature carries it back).
-    let feature = client.get_feature(tenant(Point { latitude: 5, longitude: 1 })).await.unwrap().into_inner();
-    assert_eq!(feature.name, "ok");
-    let status = client.get_feature(tenant(Point { latitude: 5, longitude: 0 })).await.unwrap_err();
-    assert_eq!((status.code(), status.message()), (Code::Internal, "a feature without a name"));
-    let unary = stats::method("/test.Checked/GetFeature").unwrap();
-    assert_eq!(unary.ended_by.get("features"), Some(&1));
+        // A point is checked inbound, a feature outbound (and a point is not
+        // checked outbound: the feature carries it back).
+        let feature = client.get_feature(tenant(Point { latitude: 5, longitude: 1 })).await.unwrap().into_inner();
+        assert_eq!(feature.name, "ok");
+        let status = client.get_feature(tenant(Point { latitude: 5, longitude: 0 })).await.unwrap_err();
+        assert_eq!((status.code(), status.message()), (Code::Internal, "a feature without a name"));
+        let unary = stats::method("/test.Checked/GetFeature").unwrap();
+        assert_eq!(unary.ended_by.get("features"), Some(&1));
+    })
+    .await;
 }

@@ -186,7 +186,9 @@ macro_rules! service {
 // ---------------------------------------------------------------------------
 // Plumbing
 
-async fn connect<S: RouteGuide>(service: S) -> RouteGuideClient<Channel> {
+/// Serves `service` on loopback and connects; keep the server (dropping it
+/// shuts it down): `let (client, _server) = connect(..).await`.
+async fn connect<S: RouteGuide>(service: S) -> (RouteGuideClient<Channel>, common::Server) {
     common::serve_and_connect(service).await
 }
 
@@ -248,7 +250,7 @@ service!(
 #[tokio::test]
 async fn an_async_check_that_passes_is_awaited_before_the_handler_runs() {
     bounded(async {
-        let mut client = connect(Allowlist).await;
+        let (mut client, _server) = connect(Allowlist).await;
         let method = "/test.Allowlist/GetFeature";
         let feature = client.get_feature(point_with("x-client", "alice")).await.unwrap().into_inner();
         assert_eq!(feature.name, "ok");
@@ -269,7 +271,7 @@ async fn an_async_check_that_passes_is_awaited_before_the_handler_runs() {
 #[tokio::test]
 async fn an_async_check_that_fails_rejects_the_call_before_the_handler_runs() {
     bounded(async {
-        let mut client = connect(Allowlist).await;
+        let (mut client, _server) = connect(Allowlist).await;
         let method = "/test.Allowlist/ListFeatures";
         let mut request = Request::new(Rectangle::default());
         request.metadata_mut().insert("x-client", "mallory".parse().unwrap());
@@ -304,7 +306,7 @@ service!(
 #[test]
 fn a_check_that_does_not_finish_in_time_ends_the_call_with_unavailable() {
     paused(async {
-        let mut client = connect(Stuck).await;
+        let (mut client, _server) = connect(Stuck).await;
         let start = Instant::now();
         let status = client.get_feature(Point::default()).await.unwrap_err();
         assert_eq!((status.code(), status.message()), (Code::Unavailable, "check `stuck` did not finish within 2s"));
@@ -319,7 +321,7 @@ fn a_check_that_does_not_finish_in_time_ends_the_call_with_unavailable() {
 #[test]
 fn the_code_of_a_timeout_may_be_chosen() {
     paused(async {
-        let mut client = connect(StuckDeadline).await;
+        let (mut client, _server) = connect(StuckDeadline).await;
         let notes = tokio_stream::iter(vec![RouteNote::default()]);
         let status = client.route_chat(notes).await.unwrap_err();
         assert_eq!(
@@ -350,7 +352,7 @@ service!(
 #[tokio::test]
 async fn a_pending_check_is_dropped_when_the_client_cancels() {
     bounded(async {
-        let client = connect(Hanging).await;
+        let (client, _server) = connect(Hanging).await;
         for method in ["/test.Hanging/GetFeature", "/test.Hanging/RecordRoute"] {
             let mut calling = client.clone();
             let call = tokio::spawn(async move {
@@ -399,7 +401,7 @@ service!(
 #[tokio::test]
 async fn a_check_that_panics_ends_the_call_with_internal_and_releases_its_slot() {
     bounded(async {
-        let mut client = connect(Panicky).await;
+        let (mut client, _server) = connect(Panicky).await;
         let method = "/test.Panicky/GetFeature";
         for (n, panic_in) in ["make", "poll"].into_iter().enumerate() {
             let status = client.get_feature(point_with("x-panic", panic_in)).await.unwrap_err();
@@ -450,7 +452,7 @@ service!(Steps: with = Step("a"), with = Step("b"), with = Step("c"), service = 
 #[tokio::test]
 async fn checks_run_in_the_order_written_and_a_failure_ends_every_interceptor() {
     bounded(async {
-        let mut client = connect(Steps).await;
+        let (mut client, _server) = connect(Steps).await;
         let method = "/test.Steps/GetFeature";
         client.get_feature(Point::default()).await.unwrap();
         assert_eq!(checks(method), ["a begins", "a ends", "b begins", "b ends", "c begins", "c ends"]);

@@ -11,12 +11,11 @@ use std::{
     collections::HashMap,
     pin::Pin,
     sync::{Mutex, OnceLock},
-    time::Duration,
 };
 
 mod common;
 
-use common::serve_and_connect;
+use common::{eventually, in_real_time, serve_and_connect};
 
 use interceptor_examples::pb::{route_guide_server::RouteGuide, Feature, Point, Rectangle, RouteNote, RouteSummary};
 use interceptor_runtime::{intercept, stats};
@@ -148,17 +147,6 @@ fn with(
     labels
 }
 
-/// Waits until `done` holds; fails after 10 s instead of hanging.
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..1000 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
 fn bytes<M: Message>(messages: &[M]) -> u64 {
     messages.iter().map(|m| m.encoded_len() as u64).sum()
 }
@@ -178,53 +166,56 @@ fn rect(n: i32) -> Rectangle {
 
 #[tokio::test]
 async fn monitor_exports_grpc_server_metrics() {
-    snapshotter();
-    let mut client = serve_and_connect(Metered).await;
+    in_real_time(async {
+        snapshotter();
+        let (mut client, _server) = serve_and_connect(Metered).await;
 
-    client.get_feature(Point::default()).await.unwrap();
-    let mut two = client.list_features(rect(2)).await.unwrap().into_inner();
-    while two.message().await.unwrap().is_some() {}
-    let mut five = client.list_features(rect(5)).await.unwrap().into_inner();
-    let mut received = 0;
-    let status = loop {
-        match five.message().await {
-            Ok(Some(_)) => received += 1,
-            Ok(None) => panic!("the budget should end the stream"),
-            Err(status) => break status,
-        }
-    };
-    assert_eq!((received, status.code()), (3, Code::ResourceExhausted));
-    let unimplemented = client.get_feature(Point { latitude: -1, longitude: 0 }).await.unwrap_err();
-    assert_eq!(unimplemented.code(), Code::Unimplemented);
-    client.record_route(tokio_stream::iter(vec![Point::default()])).await.unwrap();
+        client.get_feature(Point::default()).await.unwrap();
+        let mut two = client.list_features(rect(2)).await.unwrap().into_inner();
+        while two.message().await.unwrap().is_some() {}
+        let mut five = client.list_features(rect(5)).await.unwrap().into_inner();
+        let mut received = 0;
+        let status = loop {
+            match five.message().await {
+                Ok(Some(_)) => received += 1,
+                Ok(None) => panic!("the budget should end the stream"),
+                Err(status) => break status,
+            }
+        };
+        assert_eq!((received, status.code()), (3, Code::ResourceExhausted));
+        let unimplemented = client.get_feature(Point { latitude: -1, longitude: 0 }).await.unwrap_err();
+        assert_eq!(unimplemented.code(), Code::Unimplemented);
+        client.record_route(tokio_stream::iter(vec![Point::default()])).await.unwrap();
 
-    let unary = labels("unary", "metrics.Test", "GetFeature");
-    let list = labels("server_stream", "metrics.Test", "ListFeatures");
-    let record = labels("client_stream", "metrics.Test", "RecordRoute");
-    eventually("the calls are handled", || {
-        counter("grpc_server_handled_total", &with(&list, ("grpc_code", "ResourceExhausted"))) == 1
-            && counter("grpc_server_handled_total", &with(&record, ("grpc_code", "OK"))) == 1
+        let unary = labels("unary", "metrics.Test", "GetFeature");
+        let list = labels("server_stream", "metrics.Test", "ListFeatures");
+        let record = labels("client_stream", "metrics.Test", "RecordRoute");
+        eventually("the calls are handled", || {
+            counter("grpc_server_handled_total", &with(&list, ("grpc_code", "ResourceExhausted"))) == 1
+                && counter("grpc_server_handled_total", &with(&record, ("grpc_code", "OK"))) == 1
+        })
+        .await;
+
+        assert_eq!(counter("grpc_server_started_total", &unary), 2);
+        assert_eq!(counter("grpc_server_handled_total", &with(&unary, ("grpc_code", "OK"))), 1);
+        assert_eq!(counter("grpc_server_handled_total", &with(&unary, ("grpc_code", "Unimplemented"))), 1);
+        assert_eq!(counter("grpc_server_msg_received_total", &unary), 2);
+        assert_eq!(counter("grpc_server_msg_sent_total", &unary), 1);
+
+        assert_eq!(counter("grpc_server_started_total", &list), 2);
+        assert_eq!(counter("grpc_server_handled_total", &with(&list, ("grpc_code", "OK"))), 1);
+        assert_eq!(counter("grpc_server_limited_total", &with(&list, ("limit", "budget"))), 1);
+        // 2 features, then 3 before the budget cut the stream.
+        assert_eq!(counter("grpc_server_msg_sent_total", &list), 5);
+        // One sample per call and direction: the call's bytes that way.
+        // `Feature::default()` encodes to 0 bytes.
+        assert_eq!(samples("grpc_server_msg_sent_bytes", &list), [0.0, 0.0]);
+        let request = rect(2).encoded_len() as f64;
+        assert_eq!(samples("grpc_server_msg_received_bytes", &list), [request, request]);
+        assert_eq!(samples("grpc_server_handling_seconds", &list).len(), 2);
+        assert_eq!(counter("grpc_server_msg_received_total", &record), 1);
     })
     .await;
-
-    assert_eq!(counter("grpc_server_started_total", &unary), 2);
-    assert_eq!(counter("grpc_server_handled_total", &with(&unary, ("grpc_code", "OK"))), 1);
-    assert_eq!(counter("grpc_server_handled_total", &with(&unary, ("grpc_code", "Unimplemented"))), 1);
-    assert_eq!(counter("grpc_server_msg_received_total", &unary), 2);
-    assert_eq!(counter("grpc_server_msg_sent_total", &unary), 1);
-
-    assert_eq!(counter("grpc_server_started_total", &list), 2);
-    assert_eq!(counter("grpc_server_handled_total", &with(&list, ("grpc_code", "OK"))), 1);
-    assert_eq!(counter("grpc_server_limited_total", &with(&list, ("limit", "budget"))), 1);
-    // 2 features, then 3 before the budget cut the stream.
-    assert_eq!(counter("grpc_server_msg_sent_total", &list), 5);
-    // One sample per call and direction: the call's bytes that way.
-    // `Feature::default()` encodes to 0 bytes.
-    assert_eq!(samples("grpc_server_msg_sent_bytes", &list), [0.0, 0.0]);
-    let request = rect(2).encoded_len() as f64;
-    assert_eq!(samples("grpc_server_msg_received_bytes", &list), [request, request]);
-    assert_eq!(samples("grpc_server_handling_seconds", &list).len(), 2);
-    assert_eq!(counter("grpc_server_msg_received_total", &record), 1);
 }
 
 service!(Long: monitor, service = "metrics.Long");
@@ -235,61 +226,64 @@ service!(Long: monitor, service = "metrics.Long");
 /// histograms hold one sample per call and direction whose sum is exact.
 #[tokio::test]
 async fn counts_are_exact_once_the_calls_end() {
-    snapshotter();
-    let client = serve_and_connect(Long).await;
-    let chat = labels("bidi_stream", "metrics.Long", "RouteChat");
-    let record = labels("client_stream", "metrics.Long", "RecordRoute");
-    let list = labels("server_stream", "metrics.Long", "ListFeatures");
+    in_real_time(async {
+        snapshotter();
+        let (client, _server) = serve_and_connect(Long).await;
+        let chat = labels("bidi_stream", "metrics.Long", "RouteChat");
+        let record = labels("client_stream", "metrics.Long", "RecordRoute");
+        let list = labels("server_stream", "metrics.Long", "ListFeatures");
 
-    let notes: Vec<RouteNote> = (0..1000).map(note).collect();
-    let points: Vec<Point> = (0..777).map(|i| Point { latitude: i, longitude: -i }).collect();
-    let calls = (0..8).map(|i| {
-        let mut client = client.clone();
-        let (notes, points) = (notes.clone(), points.clone());
-        async move {
-            match i % 3 {
-                0 => {
-                    let mut echoes = client.route_chat(tokio_stream::iter(notes)).await.unwrap().into_inner();
-                    let mut n = 0;
-                    while echoes.message().await.unwrap().is_some() {
-                        n += 1;
+        let notes: Vec<RouteNote> = (0..1000).map(note).collect();
+        let points: Vec<Point> = (0..777).map(|i| Point { latitude: i, longitude: -i }).collect();
+        let calls = (0..8).map(|i| {
+            let mut client = client.clone();
+            let (notes, points) = (notes.clone(), points.clone());
+            async move {
+                match i % 3 {
+                    0 => {
+                        let mut echoes = client.route_chat(tokio_stream::iter(notes)).await.unwrap().into_inner();
+                        let mut n = 0;
+                        while echoes.message().await.unwrap().is_some() {
+                            n += 1;
+                        }
+                        assert_eq!(n, 1000);
                     }
-                    assert_eq!(n, 1000);
-                }
-                1 => {
-                    let summary = client.record_route(tokio_stream::iter(points)).await.unwrap().into_inner();
-                    assert_eq!(summary.point_count, 777);
-                }
-                _ => {
-                    let rect = Rectangle { lo: Some(Point { latitude: 600, longitude: 7 }), hi: None };
-                    let mut features = client.list_features(rect).await.unwrap().into_inner();
-                    while features.message().await.unwrap().is_some() {}
+                    1 => {
+                        let summary = client.record_route(tokio_stream::iter(points)).await.unwrap().into_inner();
+                        assert_eq!(summary.point_count, 777);
+                    }
+                    _ => {
+                        let rect = Rectangle { lo: Some(Point { latitude: 600, longitude: 7 }), hi: None };
+                        let mut features = client.list_features(rect).await.unwrap().into_inner();
+                        while features.message().await.unwrap().is_some() {}
+                    }
                 }
             }
-        }
-    });
-    futures_util::future::join_all(calls).await;
-    eventually("the calls are handled", || {
-        counter("grpc_server_handled_total", &with(&chat, ("grpc_code", "OK"))) == 3
-            && counter("grpc_server_handled_total", &with(&record, ("grpc_code", "OK"))) == 3
-            && counter("grpc_server_handled_total", &with(&list, ("grpc_code", "OK"))) == 2
+        });
+        futures_util::future::join_all(calls).await;
+        eventually("the calls are handled", || {
+            counter("grpc_server_handled_total", &with(&chat, ("grpc_code", "OK"))) == 3
+                && counter("grpc_server_handled_total", &with(&record, ("grpc_code", "OK"))) == 3
+                && counter("grpc_server_handled_total", &with(&list, ("grpc_code", "OK"))) == 2
+        })
+        .await;
+
+        assert_eq!(counter("grpc_server_msg_received_total", &chat), 3000);
+        assert_eq!(counter("grpc_server_msg_sent_total", &chat), 3000);
+        assert_eq!(samples("grpc_server_msg_received_bytes", &chat), [bytes(&notes) as f64; 3]);
+        assert_eq!(samples("grpc_server_msg_sent_bytes", &chat), [bytes(&notes) as f64; 3]);
+        assert_eq!(counter("grpc_server_msg_received_total", &record), 3 * 777);
+        assert_eq!(counter("grpc_server_msg_sent_total", &record), 3);
+        assert_eq!(samples("grpc_server_msg_received_bytes", &record), [bytes(&points) as f64; 3]);
+        assert_eq!(counter("grpc_server_msg_sent_total", &list), 2 * 600);
+        let feature = Feature { name: "x".repeat(7), location: None };
+        assert_eq!(samples("grpc_server_msg_sent_bytes", &list), [600.0 * feature.encoded_len() as f64; 2]);
+
+        // The per-method totals agree.
+        let totals = stats::method("/metrics.Long/RouteChat").unwrap();
+        assert_eq!((totals.messages_received, totals.bytes_received), (3000, 3 * bytes(&notes)));
     })
     .await;
-
-    assert_eq!(counter("grpc_server_msg_received_total", &chat), 3000);
-    assert_eq!(counter("grpc_server_msg_sent_total", &chat), 3000);
-    assert_eq!(samples("grpc_server_msg_received_bytes", &chat), [bytes(&notes) as f64; 3]);
-    assert_eq!(samples("grpc_server_msg_sent_bytes", &chat), [bytes(&notes) as f64; 3]);
-    assert_eq!(counter("grpc_server_msg_received_total", &record), 3 * 777);
-    assert_eq!(counter("grpc_server_msg_sent_total", &record), 3);
-    assert_eq!(samples("grpc_server_msg_received_bytes", &record), [bytes(&points) as f64; 3]);
-    assert_eq!(counter("grpc_server_msg_sent_total", &list), 2 * 600);
-    let feature = Feature { name: "x".repeat(7), location: None };
-    assert_eq!(samples("grpc_server_msg_sent_bytes", &list), [600.0 * feature.encoded_len() as f64; 2]);
-
-    // The per-method totals agree.
-    let totals = stats::method("/metrics.Long/RouteChat").unwrap();
-    assert_eq!((totals.messages_received, totals.bytes_received), (3000, 3 * bytes(&notes)));
 }
 
 service!(Live: monitor, service = "metrics.Live");
@@ -298,39 +292,44 @@ service!(Live: monitor, service = "metrics.Live");
 /// after it goes quiet, not only when it ends.
 #[tokio::test]
 async fn an_open_stream_is_counted_while_it_runs() {
-    snapshotter();
-    let mut client = serve_and_connect(Live).await;
-    let chat = labels("bidi_stream", "metrics.Live", "RouteChat");
-    let (tx, rx) = mpsc::channel(16);
-    let mut echoes = client.route_chat(ReceiverStream::new(rx)).await.unwrap().into_inner();
-    for i in 0..10 {
-        tx.send(note(i)).await.unwrap();
-        echoes.message().await.unwrap().unwrap();
-    }
-    eventually("10 notes counted each way while the call is open", || {
-        counter("grpc_server_msg_received_total", &chat) == 10 && counter("grpc_server_msg_sent_total", &chat) == 10
+    in_real_time(async {
+        snapshotter();
+        let (mut client, _server) = serve_and_connect(Live).await;
+        let chat = labels("bidi_stream", "metrics.Live", "RouteChat");
+        let (tx, rx) = mpsc::channel(16);
+        let mut echoes = client.route_chat(ReceiverStream::new(rx)).await.unwrap().into_inner();
+        for i in 0..10 {
+            tx.send(note(i)).await.unwrap();
+            echoes.message().await.unwrap().unwrap();
+        }
+        eventually("10 notes counted each way while the call is open", || {
+            counter("grpc_server_msg_received_total", &chat) == 10 && counter("grpc_server_msg_sent_total", &chat) == 10
+        })
+        .await;
+        assert_eq!(counter("grpc_server_handled_total", &with(&chat, ("grpc_code", "OK"))), 0, "the call is open");
+        assert!(samples("grpc_server_msg_received_bytes", &chat).is_empty(), "sizes come when the call ends");
+
+        // A busy stream: 600 more notes without waiting for their echoes.
+        for i in 0..600 {
+            tx.send(note(i)).await.unwrap();
+        }
+        for _ in 0..600 {
+            echoes.message().await.unwrap().unwrap();
+        }
+        eventually("610 notes counted each way", || counter("grpc_server_msg_received_total", &chat) == 610).await;
+
+        drop(tx);
+        assert!(echoes.message().await.unwrap().is_none());
+        eventually("the call is handled", || {
+            counter("grpc_server_handled_total", &with(&chat, ("grpc_code", "OK"))) == 1
+        })
+        .await;
+        assert_eq!(
+            (counter("grpc_server_msg_received_total", &chat), counter("grpc_server_msg_sent_total", &chat)),
+            (610, 610)
+        );
     })
     .await;
-    assert_eq!(counter("grpc_server_handled_total", &with(&chat, ("grpc_code", "OK"))), 0, "the call is open");
-    assert!(samples("grpc_server_msg_received_bytes", &chat).is_empty(), "sizes come when the call ends");
-
-    // A busy stream: 600 more notes without waiting for their echoes.
-    for i in 0..600 {
-        tx.send(note(i)).await.unwrap();
-    }
-    for _ in 0..600 {
-        echoes.message().await.unwrap().unwrap();
-    }
-    eventually("610 notes counted each way", || counter("grpc_server_msg_received_total", &chat) == 610).await;
-
-    drop(tx);
-    assert!(echoes.message().await.unwrap().is_none());
-    eventually("the call is handled", || counter("grpc_server_handled_total", &with(&chat, ("grpc_code", "OK"))) == 1)
-        .await;
-    assert_eq!(
-        (counter("grpc_server_msg_received_total", &chat), counter("grpc_server_msg_sent_total", &chat)),
-        (610, 610)
-    );
 }
 
 service!(Held: monitor, rate(recv = 20), service = "metrics.Held");
@@ -338,24 +337,27 @@ service!(Held: monitor, rate(recv = 20), service = "metrics.Held");
 /// A stream held back by `rate` is counted while it waits, too.
 #[tokio::test]
 async fn a_stream_held_back_by_rate_is_counted_while_it_waits() {
-    snapshotter();
-    let mut client = serve_and_connect(Held).await;
-    let record = labels("client_stream", "metrics.Held", "RecordRoute");
-    let (tx, rx) = mpsc::channel(64);
-    for i in 0..40 {
-        tx.send(Point { latitude: i, longitude: 0 }).await.unwrap();
-    }
-    // 40 points at 20 a second: the call takes about 2 s.
-    let call = tokio::spawn(async move { client.record_route(ReceiverStream::new(rx)).await });
-    eventually("some points counted before the call ends", || {
-        (2..40).contains(&counter("grpc_server_msg_received_total", &record))
+    in_real_time(async {
+        snapshotter();
+        let (mut client, _server) = serve_and_connect(Held).await;
+        let record = labels("client_stream", "metrics.Held", "RecordRoute");
+        let (tx, rx) = mpsc::channel(64);
+        for i in 0..40 {
+            tx.send(Point { latitude: i, longitude: 0 }).await.unwrap();
+        }
+        // 40 points at 20 a second: the call takes about 2 s.
+        let call = tokio::spawn(async move { client.record_route(ReceiverStream::new(rx)).await });
+        eventually("some points counted before the call ends", || {
+            (2..40).contains(&counter("grpc_server_msg_received_total", &record))
+        })
+        .await;
+        drop(tx);
+        assert_eq!(call.await.unwrap().unwrap().into_inner().point_count, 40);
+        eventually("the call is handled", || {
+            counter("grpc_server_handled_total", &with(&record, ("grpc_code", "OK"))) == 1
+        })
+        .await;
+        assert_eq!(counter("grpc_server_msg_received_total", &record), 40);
     })
     .await;
-    drop(tx);
-    assert_eq!(call.await.unwrap().unwrap().into_inner().point_count, 40);
-    eventually("the call is handled", || {
-        counter("grpc_server_handled_total", &with(&record, ("grpc_code", "OK"))) == 1
-    })
-    .await;
-    assert_eq!(counter("grpc_server_msg_received_total", &record), 40);
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 
 mod common;
 
-use common::serve;
+use common::{in_real_time, serve};
 use interceptor_examples::{Guide, MethodGuide, PlainGuide};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,14 +20,13 @@ async fn an_independent_client_sees_identical_answers() {
         eprintln!("skipped: python3 with grpcio and grpcio-tools is not installed");
         return;
     }
-    let addrs =
-        [serve(PlainGuide::default()).await, serve(Guide::default()).await, serve(MethodGuide::default()).await]
-            .map(|addr| addr.to_string());
+    let servers =
+        [serve(PlainGuide::default()).await, serve(Guide::default()).await, serve(MethodGuide::default()).await];
+    let addrs = servers.each_ref().map(|server| server.addr().to_string());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/routeguide_client.py");
-    let output = tokio::task::spawn_blocking(move || Command::new("python3").arg(script).args(&addrs).output())
-        .await
-        .unwrap()
-        .expect("python3 runs");
+    // The script gives up after 50 s, before this bound.
+    let client = tokio::task::spawn_blocking(move || Command::new("python3").arg(script).args(&addrs).output());
+    let output = in_real_time(client).await.unwrap().expect("python3 runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the answers differ:\n{stdout}\n{stderr}");

@@ -181,7 +181,7 @@ async fn a_greedy_client_gets_its_rate_on_the_real_clock() {
     type Upload = std::pin::Pin<Box<dyn std::future::Future<Output = (f64, usize)> + Send>>;
     fn rate_of<S: RouteGuide>(service: S, key: &'static str, per_second: usize) -> Upload {
         Box::pin(async move {
-            let mut client = serve_and_connect(service).await;
+            let (mut client, _server) = serve_and_connect(service).await;
             let points = upload(1, 3 * per_second + 1);
             let summary = client.record_route(tokio_stream::iter(points)).await.unwrap().into_inner();
             assert_eq!(summary.point_count as usize, 3 * per_second + 1);
@@ -214,7 +214,7 @@ service!(RealShared: rate(recv = 4000, scope = method));
 /// after another: 0.85, 1.61, 2.39 and 3.15 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_sharing_a_method_rate_finish_together() {
-    let client = serve_and_connect(RealShared).await;
+    let (client, _server) = serve_and_connect(RealShared).await;
     let start = Instant::now();
     let uploads = (0..4).map(|id| {
         let mut client = client.clone();

@@ -4,17 +4,18 @@
 //! low enough that longer sequences wait for permits now and then, so that the
 //! wrappers' held-back message path runs too.
 
-use std::{net::SocketAddr, sync::OnceLock, time::Duration};
+use std::{sync::OnceLock, time::Duration};
+
+mod common;
 
 use futures_util::StreamExt;
 use interceptor_examples::pb::{
-    route_guide_client::RouteGuideClient,
-    route_guide_server::{RouteGuide, RouteGuideServer},
-    Feature, Point, Rectangle, RouteNote, RouteSummary,
+    route_guide_client::RouteGuideClient, route_guide_server::RouteGuide, Feature, Point, Rectangle, RouteNote,
+    RouteSummary,
 };
 use proptest::prelude::*;
 use tokio::{runtime::Runtime, sync::mpsc};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{codegen::BoxStream, transport::Channel, Request, Response, Status, Streaming};
 
 /// Echoes and counts, behind every limit: 40 messages every 20 ms in, 100 out.
@@ -80,27 +81,19 @@ fn checksum(sum: i32, point: &Point) -> i32 {
 }
 
 /// One runtime and one server for all cases.
-fn server() -> &'static (Runtime, RouteGuideClient<Channel>) {
-    static SERVER: OnceLock<(Runtime, RouteGuideClient<Channel>)> = OnceLock::new();
+fn server() -> &'static (Runtime, RouteGuideClient<Channel>, common::Server) {
+    static SERVER: OnceLock<(Runtime, RouteGuideClient<Channel>, common::Server)> = OnceLock::new();
     SERVER.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let client = runtime.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr: SocketAddr = listener.local_addr().unwrap();
-            tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(RouteGuideServer::new(Echo))
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), std::future::pending()),
-            );
-            RouteGuideClient::connect(format!("http://{addr}")).await.unwrap()
-        });
-        (runtime, client)
+        let (client, server) = runtime.block_on(common::serve_and_connect(Echo));
+        (runtime, client, server)
     })
 }
 
+/// Runs one case on the shared runtime, within the real-time bound.
 fn run<T>(test: impl std::future::Future<Output = T>) -> T {
-    let (runtime, _) = server();
-    runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), test).await.expect("the case hangs") })
+    let (runtime, ..) = server();
+    runtime.block_on(common::in_real_time(test))
 }
 
 /// A message text: mostly short, sometimes over one HTTP/2 frame (16 KiB).

@@ -10,10 +10,17 @@ use interceptor_examples::{
 };
 use interceptor_runtime::{
     intercept,
-    testing::{collect, collect_n, probe, streaming_request, MockStream, Step},
+    testing::{collect, collect_n, grpc_frame, probe, streaming, streaming_request, MockStream, Step},
 };
-use tokio_stream::Stream;
-use tonic::{Code, Request, Response, Status, Streaming};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{
+    codec::{Codec, EncodeBody},
+    Code, Request, Response, Status, Streaming,
+};
+
+mod common;
+
+use common::on_paused_clock;
 
 fn point(i: i32) -> Point {
     Point { latitude: i, longitude: 0 }
@@ -144,30 +151,69 @@ async fn a_budget_cuts_the_stream_at_exactly_n() {
 /// The paused clock runs only as the rate makes the handler wait.
 #[tokio::test(start_paused = true)]
 async fn a_rate_spaces_the_messages() {
-    let start = tokio::time::Instant::now();
-    let summary = Limited.record_route(streaming_request((0..5).map(point))).await.unwrap().into_inner();
-    assert_eq!(summary.point_count, 5);
-    // The first point passes at once, each of the other four 100 ms later.
-    let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(400) && waited < Duration::from_millis(500), "{waited:?}");
+    on_paused_clock(async {
+        let start = tokio::time::Instant::now();
+        let summary = Limited.record_route(streaming_request((0..5).map(point))).await.unwrap().into_inner();
+        assert_eq!(summary.point_count, 5);
+        // The first point passes at once, each of the other four 100 ms later.
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(400) && waited < Duration::from_millis(500), "{waited:?}");
+    })
+    .await;
 }
 
 /// Delays and a permanent fallback: the client sends two points, pauses,
 /// then keeps sending whatever the fallback makes, until it says stop.
 #[tokio::test(start_paused = true)]
 async fn a_scripted_client_with_pauses_and_a_fallback() {
-    let client = MockStream::new();
-    client.add_message(point(1)).add_delay(Duration::from_secs(5)).add_message(point(2));
-    let mut more = 3;
-    client.set(move || {
-        more -= 1;
-        (more >= 0).then(|| Step::Message(point(100)))
-    });
-    let start = tokio::time::Instant::now();
+    on_paused_clock(async {
+        let client = MockStream::new();
+        client.add_message(point(1)).add_delay(Duration::from_secs(5)).add_message(point(2));
+        let mut more = 3;
+        client.set(move || {
+            more -= 1;
+            (more >= 0).then(|| Step::Message(point(100)))
+        });
+        let start = tokio::time::Instant::now();
 
-    let summary = Guide::default().record_route(client.request()).await.unwrap().into_inner();
+        let summary = Guide::default().record_route(client.request()).await.unwrap().into_inner();
 
-    assert_eq!(summary.point_count, 2 + 3);
-    assert!(!client.has_more());
-    assert!(start.elapsed() >= Duration::from_secs(5));
+        assert_eq!(summary.point_count, 2 + 3);
+        assert!(!client.has_more());
+        assert!(start.elapsed() >= Duration::from_secs(5));
+    })
+    .await;
+}
+
+/// The kit's frames are tonic's: a client's request body, encoded by tonic,
+/// is the kit's frames one after another (empty, small and over one HTTP/2
+/// frame).
+#[tokio::test]
+async fn grpc_frame_puts_a_message_on_the_wire_as_tonic_does() {
+    let notes = [RouteNote::default(), note("hi"), note(&"x".repeat(40_000))];
+    let encoder = tonic_prost::ProstCodec::<RouteNote, RouteNote>::default().encoder();
+    let body = EncodeBody::new_client(encoder, tokio_stream::iter(notes.clone()).map(Ok), None, None);
+    let tonic_wrote = axum::body::to_bytes(axum::body::Body::new(body), usize::MAX).await.unwrap();
+    let kit_wrote: Vec<u8> = notes.iter().flat_map(|n| grpc_frame(n).to_vec()).collect();
+    assert_eq!(tonic_wrote.len(), kit_wrote.len());
+    assert!(tonic_wrote == kit_wrote, "the frames differ");
+}
+
+/// `testing::streaming`: a client stream fed as the test goes, whose error
+/// reaches the handler as tonic's `Streaming` yields one.
+#[tokio::test]
+async fn a_client_stream_fed_by_the_test_reaches_the_handler() {
+    let (client, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut request = Request::new(streaming(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)));
+    let call = probe(&mut request);
+    for i in 0..3 {
+        client.send(Ok(point(i))).unwrap();
+    }
+    client.send(Err(Status::aborted("the client gave up"))).unwrap();
+
+    let status = Guide::default().record_route(request).await.unwrap_err();
+
+    assert_eq!((status.code(), status.message()), (Code::Aborted, "the client gave up"));
+    let outcome = call.outcome().unwrap();
+    assert_eq!((outcome.code, outcome.stats.messages_received), (Code::Aborted, 3));
 }

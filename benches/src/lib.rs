@@ -13,9 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use prost::Message;
+use interceptor_runtime::testing::{grpc_frame, streaming_from_frames};
 use tonic::{
     transport::{server::TcpIncoming, Channel, Endpoint, Server},
     Request, Response, Status, Streaming,
@@ -295,24 +295,17 @@ bench_service! {
     #[interceptor_runtime::intercept(rate = self.rate)]
 }
 
-/// `n` gRPC frames (uncompressed flag, big-endian length, message), each a
-/// payload of `size` bytes: a request body as a client would send it.
+/// `n` gRPC frames, each a payload of `size` bytes: a request body as a
+/// client would send it.
 pub fn frames(n: usize, size: usize) -> Bytes {
-    let message = payload(size).encode_to_vec();
-    let mut buf = BytesMut::with_capacity(n * (5 + message.len()));
-    for _ in 0..n {
-        buf.put_u8(0);
-        buf.put_u32(message.len() as u32);
-        buf.put_slice(&message);
-    }
-    buf.freeze()
+    let frame = grpc_frame(&payload(size));
+    frame.repeat(n).into()
 }
 
 /// A real `tonic::Streaming<Payload>` reading `frames` from memory, in a
 /// request as tonic hands it to a client-streaming handler.
 pub fn inbound_request(frames: Bytes) -> Request<Streaming<Payload>> {
-    let body = http_body_util::Full::new(frames);
-    Request::new(Streaming::new_request(tonic_prost::ProstDecoder::<Payload>::default(), body, None, None))
+    Request::new(streaming_from_frames(frames))
 }
 
 /// Calls a service's `ServerStream` handler directly and drains its response

@@ -15,6 +15,11 @@
 //!   from the Rust code.
 //! - [`collect`] / [`collect_n`] read a handler's response stream to its end,
 //!   or read `n` messages and then drop it as a client that goes away would.
+//! - Lower down, for tests and benchmarks that build their own client streams:
+//!   [`grpc_frame`] puts a message on the wire as a client would,
+//!   [`streaming`] makes a `Streaming<T>` of any stream of messages (a
+//!   channel a test keeps feeding, say), and [`streaming_from_frames`] one
+//!   that reads a whole request body of frames from memory.
 //!
 //! ```
 //! use interceptor_runtime::{intercept, testing::{collect, probe, MockStream}};
@@ -216,18 +221,15 @@ impl<T: prost::Message + Default + Send + 'static> MockStream<T> {
     /// encoded as a gRPC frame and decoded by tonic's prost decoder, as if it
     /// had come over the wire.
     pub fn streaming(&self) -> Streaming<T> {
-        let frames = futures_util::stream::unfold(self.clone(), |mock| async move {
+        streaming(futures_util::stream::unfold(self.clone(), |mock| async move {
             loop {
                 match mock.next_step()? {
-                    Step::Message(message) => return Some((Ok(Frame::data(grpc_frame(&message))), mock)),
+                    Step::Message(message) => return Some((Ok(message), mock)),
                     Step::Error(status) => return Some((Err(status), mock)),
                     Step::Delay(delay) => tokio::time::sleep(delay).await,
                 }
             }
-        });
-        let body = http_body_util::StreamBody::new(Box::pin(frames));
-        let decoder = tonic_prost::ProstCodec::<T, T>::default().decoder();
-        Streaming::new_request(decoder, body, None, None)
+        }))
     }
 
     /// A request carrying [`streaming`](Self::streaming), for a
@@ -247,15 +249,81 @@ where
     mock.request()
 }
 
-/// A message as gRPC puts it on the wire: not compressed, a 4-byte big-endian
-/// length, the protobuf bytes.
-fn grpc_frame<T: prost::Message>(message: &T) -> Bytes {
+/// A message as a gRPC client puts it on the wire (a "Length-Prefixed-Message"
+/// of the gRPC over HTTP/2 protocol): a 0 byte (not compressed), the length of
+/// the protobuf encoding as 4 bytes big-endian, the encoding.
+///
+/// Frames put one after another make a request body: see
+/// [`streaming_from_frames`].
+///
+/// ```
+/// use interceptor_runtime::testing::grpc_frame;
+///
+/// #[derive(Clone, PartialEq, prost::Message)]
+/// pub struct Num {
+///     #[prost(int64, tag = "1")]
+///     pub n: i64,
+/// }
+///
+/// // Field 1, varint 300: 3 bytes.
+/// assert_eq!(&grpc_frame(&Num { n: 300 })[..], [0, 0, 0, 0, 3, 0x08, 0xac, 0x02]);
+/// ```
+pub fn grpc_frame<T: prost::Message>(message: &T) -> Bytes {
     let len = message.encoded_len();
     let mut buf = BytesMut::with_capacity(5 + len);
     buf.put_u8(0);
     buf.put_u32(len as u32);
     message.encode_raw(&mut buf);
     buf.freeze()
+}
+
+/// A `tonic::Streaming<T>` as tonic hands one to a client-streaming or bidi
+/// handler, fed from `messages`: each is sent as a [`grpc_frame`] when the
+/// stream yields it, and decoded by tonic's prost decoder; an `Err` fails the
+/// request body (the handler's next read yields it); the end of `messages`
+/// is the client's end of stream.
+///
+/// For a client a test drives step by step, feed it from a channel:
+///
+/// ```
+/// use interceptor_runtime::testing::streaming;
+///
+/// #[derive(Clone, PartialEq, prost::Message)]
+/// pub struct Num {
+///     #[prost(int64, tag = "1")]
+///     pub n: i64,
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (client, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// let mut inbound = streaming(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|m| m.map(Ok))));
+/// client.send(Num { n: 1 }).unwrap();
+/// assert_eq!(inbound.message().await.unwrap(), Some(Num { n: 1 }));
+/// drop(client); // the client is done sending
+/// assert_eq!(inbound.message().await.unwrap(), None);
+/// # }
+/// ```
+pub fn streaming<T, S>(messages: S) -> Streaming<T>
+where
+    T: prost::Message + Default + Send + 'static,
+    S: Stream<Item = Result<T, Status>> + Send + 'static,
+{
+    let frames = messages.map(|message| message.map(|message| Frame::data(grpc_frame(&message))));
+    let body = http_body_util::StreamBody::new(Box::pin(frames));
+    Streaming::new_request(tonic_prost::ProstCodec::<T, T>::default().decoder(), body, None, None)
+}
+
+/// A `tonic::Streaming<T>` that reads a whole request body from memory:
+/// `frames` is [`grpc_frame`]s one after another, handed to tonic's decoder in
+/// one piece (as a client that sent them all at once), so that reading it
+/// costs only decoding. For benchmarks of the inbound direction.
+pub fn streaming_from_frames<T>(frames: Bytes) -> Streaming<T>
+where
+    T: prost::Message + Default + Send + 'static,
+{
+    let body = http_body_util::Full::new(frames);
+    Streaming::new_request(tonic_prost::ProstCodec::<T, T>::default().decoder(), body, None, None)
 }
 
 /// The request extension [`probe`] adds; the runtime fills it when the call

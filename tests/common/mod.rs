@@ -1,31 +1,26 @@
-//! Shared by the end-to-end tests: a routeguide server on 127.0.0.1.
+//! What the end-to-end tests share. Each test binary (`tests/*.rs`) declares
+//! `mod common;` and uses the parts it needs, so some of it goes unused in any
+//! one binary.
+//!
+//! - [`server`]: the loopback harness, a tonic server on 127.0.0.1:0 and a
+//!   client of it, stopped when the test drops it.
+//! - [`bound`]: every test that waits for time or I/O runs within a bound, so
+//!   that a broken timer or a lost wake-up fails the test with a message
+//!   instead of hanging it.
+//! - [`events`]: a log of what happened to the calls of each method, written
+//!   by the handlers below and by [`events::Recorder`], an interceptor that
+//!   runs first and never rejects.
+//! - [`handlers`]: routeguide handlers that misbehave on request (panic, fail,
+//!   never answer, stop reading, stay open), and `service!`, which stamps out
+//!   a service of them with a given `#[intercept(..)]` list.
+//! - [`traces`]: a `tracing` layer that keeps the events a test emits.
+#![allow(dead_code, unused_imports, unused_macros)]
 
-use std::net::SocketAddr;
+pub mod bound;
+pub mod events;
+pub mod handlers;
+pub mod server;
+pub mod traces;
 
-use interceptor_examples::pb::{
-    route_guide_client::RouteGuideClient,
-    route_guide_server::{RouteGuide, RouteGuideServer},
-};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Channel;
-
-/// Serves `service` on a free loopback port until the test's runtime ends,
-/// with `InterceptLayer` as the README's setup has it.
-pub async fn serve<S: RouteGuide>(service: S) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
-    let addr = listener.local_addr().expect("its address");
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .layer(interceptor_runtime::InterceptLayer::new())
-            .add_service(RouteGuideServer::new(service))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    addr
-}
-
-/// Serves `service` and connects a client to it.
-#[allow(dead_code)] // not every test binary uses both
-pub async fn serve_and_connect<S: RouteGuide>(service: S) -> RouteGuideClient<Channel> {
-    let addr = serve(service).await;
-    RouteGuideClient::connect(format!("http://{addr}")).await.expect("the server accepts")
-}
+pub use bound::{eventually, in_real_time, on_paused_clock};
+pub use server::{serve, serve_and_connect, Server};

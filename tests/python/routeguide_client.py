@@ -7,6 +7,7 @@ alike. Used by tests/python_client.rs; needs `pip install grpcio grpcio-tools`.
 
 import json
 import os
+import signal
 import sys
 import tempfile
 
@@ -15,6 +16,9 @@ from grpc_tools import protoc
 from google.protobuf.json_format import MessageToDict
 
 PROTO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto")
+
+# A server that never answers fails the test instead of hanging it.
+TIME_LIMIT_S = 50
 
 
 def load_stubs():
@@ -50,7 +54,13 @@ def drive(pb, rpc, addr):
     return answers
 
 
+def give_up(signum, frame):
+    sys.exit(f"no answer after {TIME_LIMIT_S} s: a server hangs")
+
+
 def main():
+    signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(TIME_LIMIT_S)
     pb, rpc = load_stubs()
     answers = {addr: drive(pb, rpc, addr) for addr in sys.argv[1:]}
     first = next(iter(answers.values()))
