@@ -25,7 +25,9 @@ use interceptor_examples::pb::{
 use interceptor_runtime::{intercept, testing::streaming_request, CallContext, Inbound};
 use tokio::time::Instant;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{codegen::BoxStream, metadata::MetadataMap, transport::Channel, Code, Request, Response, Status, Streaming};
+use tonic::{
+    codegen::BoxStream, metadata::MetadataMap, transport::Channel, Code, Request, Response, Status, Streaming,
+};
 
 /// Serves `service` on a free loopback port with the README's layers.
 async fn serve<S: RouteGuide>(service: S) -> SocketAddr {
@@ -255,7 +257,10 @@ async fn concurrent_calls_are_counted_per_key() {
     let _a2 = hold("a").await.unwrap().into_inner();
     let status = hold("a").await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted);
-    assert_eq!(status.message(), "budget: all 2 concurrent streams of /keyed.StreamsPerKey/ListFeatures for this key are in use");
+    assert_eq!(
+        status.message(),
+        "budget: all 2 concurrent streams of /keyed.StreamsPerKey/ListFeatures for this key are in use"
+    );
     let _b1 = hold("b").await.expect("another key has slots of its own");
     drop(a1);
     eventually(|| hold("a")).await;

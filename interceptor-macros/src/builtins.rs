@@ -279,7 +279,12 @@ pub(crate) const BUILTINS: &[Builtin] = &[
                 excludes: &["key_fn"],
                 why: "`key` counts the `streams` limit per key",
             },
-            Rule { option: "key_fn", needs: &["streams"], excludes: &[], why: "`key_fn` counts the `streams` limit per key" },
+            Rule {
+                option: "key_fn",
+                needs: &["streams"],
+                excludes: &[],
+                why: "`key_fn` counts the `streams` limit per key",
+            },
             Rule { option: "max_keys", needs: &["key", "key_fn"], excludes: &[], why: "it bounds the keys held" },
             Rule {
                 option: "on_missing_key",
@@ -321,8 +326,13 @@ const KEY_FN: Opt = Opt {
     default: "none",
 };
 
-const MAX_KEYS: Opt =
-    Opt { name: "max_keys", kind: Kind::Int, what: "keys held at once", example: "max_keys = 10000", default: "100000" };
+const MAX_KEYS: Opt = Opt {
+    name: "max_keys",
+    kind: Kind::Int,
+    what: "keys held at once",
+    example: "max_keys = 10000",
+    default: "100000",
+};
 
 const ON_MISSING_KEY: Opt = Opt {
     name: "on_missing_key",

@@ -102,10 +102,6 @@ pub mod __private {
     pub use crate::builtin::budget::{Budget, BudgetConfig};
     #[cfg(any(feature = "rate", feature = "budget"))]
     pub use crate::builtin::key::{Key, KeyFn, MissingKey};
-    #[cfg(any(feature = "rate", feature = "budget"))]
-    pub use crate::expansion::metadata_key;
-    #[cfg(feature = "rate")]
-    pub use crate::expansion::backend;
     #[cfg(feature = "monitor")]
     pub use crate::builtin::monitor::{Monitor, MonitorConfig};
     #[cfg(feature = "otel")]
@@ -113,6 +109,10 @@ pub mod __private {
     #[cfg(feature = "rate")]
     pub use crate::builtin::rate::{OnBackendError, OnExceed, Rate, RateConfig, RateScope};
     pub use crate::engine::{type_name_of, CallGuard, Method, MethodInfo, RpcKind, Run, Slot};
+    #[cfg(feature = "rate")]
+    pub use crate::expansion::backend;
+    #[cfg(any(feature = "rate", feature = "budget"))]
+    pub use crate::expansion::metadata_key;
     pub use crate::expansion::{
         duration, in_shape, int, kind, out_shape, prelude, reply_probe, request_probe, size, with, with_per_call,
         BadOption, HandlerRequest, HandlerResult, Methods, Names,

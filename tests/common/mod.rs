@@ -29,3 +29,4 @@ pub async fn serve_and_connect<S: RouteGuide>(service: S) -> RouteGuideClient<Ch
     let addr = serve(service).await;
     RouteGuideClient::connect(format!("http://{addr}")).await.expect("the server accepts")
 }
+pub mod redis;

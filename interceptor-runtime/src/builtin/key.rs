@@ -213,7 +213,9 @@ impl Keying {
     fn missing_status(&self, missing: MissingKey) -> Status {
         let limit = self.limit;
         let message = match &self.source {
-            Source::Peer => format!("{limit}: the client's address is unknown, and this method's limit is kept per address"),
+            Source::Peer => {
+                format!("{limit}: the client's address is unknown, and this method's limit is kept per address")
+            }
             Source::Metadata(name) => {
                 format!("{limit}: the call has no `{name}` metadata, by which this method's limit is kept")
             }

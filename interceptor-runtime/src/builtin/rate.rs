@@ -98,9 +98,9 @@ use tonic::{metadata::MetadataMap, Status};
 pub use self::backend::{
     Backend, BackendError, IntoBackend, Lease, LeaseFuture, LeaseRequest, LeaseStats, LimiterBackend, OnBackendError,
 };
+use self::gcra::{Gcra, Grant, Limiter, Nanos, Request, SharedGcra, MAX_LATE};
 #[cfg(feature = "redis")]
 pub use self::redis::RedisBackend;
-use self::gcra::{Gcra, Grant, Limiter, Nanos, Request, SharedGcra, MAX_LATE};
 use super::key::{self, Key, KeyFn, KeyState, KeyedMap, Keying, MissingKey};
 use crate::{
     engine::CallContext,
@@ -217,9 +217,9 @@ impl Rate {
         let shared = match (&config.backend, keying) {
             (Some(backend), keying) => Shared::Backend { backend: backend.clone(), keying },
             (None, Some(keying)) => Shared::Keyed { keying, keys: KeyedMap::new(config.max_keys) },
-            (None, None) if config.scope == RateScope::Method => Shared::Method(
-                rates.map(|rate| rate.map(|gcra| Arc::new(SharedGcra::new(gcra)) as Arc<dyn Limiter>)),
-            ),
+            (None, None) if config.scope == RateScope::Method => {
+                Shared::Method(rates.map(|rate| rate.map(|gcra| Arc::new(SharedGcra::new(gcra)) as Arc<dyn Limiter>)))
+            }
             (None, None) => Shared::Stream,
         };
         Rate { config, rates, shared }
@@ -348,6 +348,7 @@ impl Drop for RateStream {
                 burst: remote.batch,
                 permits: unused,
                 wait: false,
+                timeout: remote.backend.timeout(),
             });
         }
     }
@@ -417,7 +418,8 @@ impl Rate {
                 let per_second = self.per_second(direction).unwrap_or(1);
                 let key = format!("{}:{}{key}", ctx.method().full_name, direction.as_str()).into();
                 let batch = backend::lease_size(per_second);
-                let remote = Remote { backend: backend.clone(), key, per_second, batch, leased: false, in_flight: None };
+                let remote =
+                    Remote { backend: backend.clone(), key, per_second, batch, leased: false, in_flight: None };
                 (None, Some(remote))
             }
             _ => (None, None),
@@ -514,6 +516,7 @@ impl Rate {
                 burst: self.config.burst.unwrap_or(1).max(remote.batch),
                 permits: slow.lease,
                 wait,
+                timeout: remote.backend.timeout(),
             };
             remote.in_flight = Some(remote.backend.lease(request));
             let deadline = tokio::time::Instant::now() + remote.backend.timeout();

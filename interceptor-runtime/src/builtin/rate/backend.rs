@@ -83,6 +83,9 @@ pub struct LeaseRequest {
     pub permits: u64,
     /// Reserve permits that are not due yet, or take only those due now.
     pub wait: bool,
+    /// How long the rate waits for the answer: a backend may drop a request
+    /// that reaches its store later, as nobody will use its permits.
+    pub timeout: Duration,
 }
 
 /// Permits granted by a backend.
@@ -353,4 +356,3 @@ impl<B: LimiterBackend> IntoBackend for B {
 pub(crate) fn lease_size(per_second: u64) -> u64 {
     per_second.div_ceil(10).max(1)
 }
-

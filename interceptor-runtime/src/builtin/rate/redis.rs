@@ -14,7 +14,14 @@
 //! lease (inside the server's tokio runtime): one multiplexed connection for
 //! all streams, reconnected in the background when it breaks.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicI64, Ordering::Relaxed},
+        Arc, OnceLock,
+    },
+    time::{Duration, Instant},
+};
 
 use ::redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
@@ -25,11 +32,17 @@ use super::backend::{BackendError, Lease, LeaseFuture, LeaseRequest, LimiterBack
 
 /// The lease: `KEYS[1]` the limiter; `ARGV`: microseconds per permit,
 /// tolerance in microseconds, permits wanted, `1` to reserve permits not
-/// yet due. Answers `{permits, microseconds until they are due}` (with no
-/// permits: until the next one is).
+/// yet due, and the request's deadline on Redis's clock (0: none). Answers
+/// `{permits, microseconds until they are due, Redis's clock}` (with no
+/// permits: until the next one is). A request that comes past its deadline
+/// (Redis was slow: the server gave up waiting, or is about to) takes
+/// nothing and answers -1 permits, so that a slow spell does not leave
+/// permits reserved that nobody will use.
 const LEASE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local deadline = tonumber(ARGV[5])
+if deadline > 0 and now > deadline then return {-1, 0, now} end
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
@@ -44,11 +57,11 @@ if due >= 1 then
 elseif ARGV[4] == '1' then
   at = tat + permits * interval - tolerance
 else
-  return {0, math.ceil(tat + interval - tolerance - now)}
+  return {0, math.ceil(tat + interval - tolerance - now), now}
 end
 tat = tat + permits * interval
 redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
-return {permits, math.ceil(at - now)}
+return {permits, math.ceil(at - now), now}
 ";
 
 /// A refund: `KEYS[1]` the limiter; `ARGV[1]` the microseconds the permits
@@ -88,7 +101,10 @@ struct Inner {
     prefix: String,
     lease: Script,
     refund: Script,
-    manager: std::sync::OnceLock<ConnectionManager>,
+    manager: OnceLock<ConnectionManager>,
+    /// Redis's clock minus ours (µs), from the last answer; `i64::MIN`
+    /// before the first.
+    offset: AtomicI64,
 }
 
 impl RedisBackend {
@@ -106,7 +122,8 @@ impl RedisBackend {
             prefix: "interceptor:rate:".into(),
             lease: Script::new(LEASE),
             refund: Script::new(REFUND),
-            manager: std::sync::OnceLock::new(),
+            manager: OnceLock::new(),
+            offset: AtomicI64::new(i64::MIN),
         }))
     }
 
@@ -119,7 +136,8 @@ impl RedisBackend {
             prefix: prefix.into(),
             lease: Script::new(LEASE),
             refund: Script::new(REFUND),
-            manager: std::sync::OnceLock::new(),
+            manager: OnceLock::new(),
+            offset: AtomicI64::new(i64::MIN),
         }))
     }
 
@@ -141,6 +159,12 @@ impl RedisBackend {
     }
 }
 
+/// Our clock, in microseconds from a process-wide origin.
+fn clock_us() -> i64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    i64::try_from(ORIGIN.get_or_init(Instant::now).elapsed().as_micros()).unwrap_or(i64::MAX)
+}
+
 /// Microseconds per permit at `per_second`.
 fn interval_us(per_second: u64) -> f64 {
     1_000_000.0 / per_second.max(1) as f64
@@ -157,7 +181,15 @@ impl LimiterBackend for RedisBackend {
             let mut connection = this.connection().map_err(BackendError::new)?;
             let interval = interval_us(request.per_second);
             let tolerance = interval * request.burst.max(1) as f64;
-            let (permits, wait_us): (u64, u64) = this
+            // The request's deadline on Redis's clock, once we know how far
+            // it is from ours.
+            let offset = this.0.offset.load(Relaxed);
+            let timeout = i64::try_from(request.timeout.as_micros()).unwrap_or(i64::MAX);
+            let deadline = match offset {
+                i64::MIN => 0,
+                offset => clock_us().saturating_add(timeout).saturating_add(offset).max(1),
+            };
+            let (permits, wait_us, redis_now): (i64, u64, i64) = this
                 .0
                 .lease
                 .key(this.key(&request))
@@ -165,9 +197,15 @@ impl LimiterBackend for RedisBackend {
                 .arg(format!("{tolerance:.6}"))
                 .arg(request.permits.max(1))
                 .arg(if request.wait { "1" } else { "0" })
+                .arg(deadline)
                 .invoke_async(&mut connection)
                 .await
                 .map_err(BackendError::new)?;
+            // Half a round trip late, which the deadline can spare.
+            this.0.offset.store(redis_now - clock_us(), Relaxed);
+            let Ok(permits) = u64::try_from(permits) else {
+                return Err(BackendError::new("the lease reached Redis after its deadline"));
+            };
             Ok(Lease { permits, wait: Duration::from_micros(wait_us) })
         })
     }
