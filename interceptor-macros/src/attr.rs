@@ -250,10 +250,7 @@ impl Configured {
             if let Some(other) = given.iter().find(|a| rule.excludes.iter().any(|x| a.key == x)) {
                 return Err(Error::new(
                     other.key.span(),
-                    format!(
-                        "`{}` cannot be given with `{}`: {}; remove `{}`",
-                        other.key, rule.option, rule.why, other.key
-                    ),
+                    format!("`{}` cannot be given with `{}`: {}", other.key, rule.option, rule.why),
                 ));
             }
             if !rule.needs.is_empty() && !given.iter().any(|a| rule.needs.iter().any(|n| a.key == n)) {

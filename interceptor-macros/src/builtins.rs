@@ -189,23 +189,25 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         needs_one_of: &["recv", "send"],
         usage: "`rate = 10` (messages per second each way) or `rate(recv = 100, send = 50)`",
         rules: &[
+            Rule { option: "key", needs: &[], excludes: &["key_fn"], why: "both say what a call's key is; keep one" },
             Rule {
                 option: "key",
                 needs: &[],
-                excludes: &["key_fn", "scope"],
-                why: "`key` keeps one limit per key, shared by the method's streams with that key",
+                excludes: &["scope"],
+                why: "`key` keeps one limit per key, shared by the method's streams with that key; remove `scope`",
             },
             Rule {
                 option: "key_fn",
                 needs: &[],
                 excludes: &["scope"],
-                why: "`key_fn` keeps one limit per key, shared by the method's streams with that key",
+                why: "`key_fn` keeps one limit per key, shared by the method's streams with that key; remove `scope`",
             },
             Rule {
                 option: "backend",
                 needs: &[],
                 excludes: &["scope"],
-                why: "a backend keeps one limit for the method's streams on every server (one per key with `key`)",
+                why: "a backend keeps one limit for the method's streams on every server (one per key with `key`); \
+                      remove `scope`",
             },
             Rule { option: "max_keys", needs: &["key", "key_fn"], excludes: &[], why: "it bounds the keys held" },
             Rule {
@@ -277,7 +279,7 @@ pub(crate) const BUILTINS: &[Builtin] = &[
                 option: "key",
                 needs: &["streams"],
                 excludes: &["key_fn"],
-                why: "`key` counts the `streams` limit per key",
+                why: "both say what a call's key is; keep one",
             },
             Rule {
                 option: "key_fn",

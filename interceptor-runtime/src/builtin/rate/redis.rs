@@ -93,6 +93,9 @@ return 1
 /// });
 /// // #[intercept(rate(recv = 100, key = metadata("x-api-key"), backend = REDIS.clone()))]
 /// ```
+///
+/// At start-up, `RedisBackend::connect` makes the connection before the
+/// first lease needs it.
 #[derive(Clone)]
 pub struct RedisBackend(Arc<Inner>);
 
@@ -139,6 +142,17 @@ impl RedisBackend {
             manager: OnceLock::new(),
             offset: AtomicI64::new(i64::MIN),
         }))
+    }
+
+    /// Connects now and loads the scripts, instead of on the first lease
+    /// (which would then wait for the connection, and may time out: the
+    /// failure policy then applies for the backend's `retry_after`). Call it
+    /// at start-up, inside the server's runtime.
+    pub async fn connect(&self) -> RedisResult<()> {
+        let mut connection = self.connection()?;
+        self.0.lease.load_async(&mut connection).await?;
+        self.0.refund.load_async(&mut connection).await?;
+        Ok(())
     }
 
     /// The connection, made on first use.
