@@ -106,6 +106,19 @@ pub fn bad_metadata_key(name: &str) -> Option<String> {
 
 /// `key_fn = path`: a function of the call and its metadata that returns
 /// the call's key, or `None` when it has none.
+///
+/// ```
+/// use interceptor_runtime::{key::KeyFn, CallContext};
+/// use tonic::metadata::MetadataMap;
+///
+/// /// `tenant-7` from `authorization: Bearer tenant-7`.
+/// fn tenant_of(_: &CallContext, metadata: &MetadataMap) -> Option<String> {
+///     metadata.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ").map(str::to_string)
+/// }
+///
+/// // What `#[intercept(rate(recv = 100, key_fn = tenant_of))]` builds.
+/// let key = KeyFn::new("tenant_of", tenant_of);
+/// ```
 #[derive(Clone)]
 pub struct KeyFn {
     name: &'static str,
