@@ -275,12 +275,8 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         needs_one_of: &[],
         usage: "`budget = 1000` (messages) or `budget(messages = 1000, bytes = \"4MiB\", duration = \"30s\")`",
         rules: &[
-            Rule {
-                option: "key",
-                needs: &["streams"],
-                excludes: &["key_fn"],
-                why: "both say what a call's key is; keep one",
-            },
+            Rule { option: "key", needs: &[], excludes: &["key_fn"], why: "both say what a call's key is; keep one" },
+            Rule { option: "key", needs: &["streams"], excludes: &[], why: "`key` counts the `streams` limit per key" },
             Rule {
                 option: "key_fn",
                 needs: &["streams"],
