@@ -37,12 +37,13 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::Duration,
 };
-
-use std::sync::Arc;
 
 use crossbeam_utils::{atomic::AtomicCell, CachePadded};
 use tokio::time::{Instant, Sleep};

@@ -32,7 +32,6 @@
 //! spent its batch reads the clock; the first time, it allocates what it
 //! needs from then on (its timer when it first waits, kept for the next
 //! wait). The wait ends at once when the call ends.
-
 //!
 //! # Per client: `key = ..`
 //! `rate(recv = 100, key = metadata("x-api-key"))` gives every value of the
@@ -51,7 +50,7 @@
 //! # Shared by servers: `backend = ..`
 //! `rate(recv = 100, key = metadata("x-api-key"), backend = REDIS.clone())`
 //! keeps the limiter in a store every replica of the server uses (Redis with
-//! the `redis` feature: [`RedisBackend`]), so that N replicas behind a load
+//! the `redis` feature: `RedisBackend`), so that N replicas behind a load
 //! balancer together let 100/s through per key, not N × 100. Without `key`,
 //! the method's streams on every server share one limiter.
 //!

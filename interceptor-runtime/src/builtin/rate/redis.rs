@@ -80,8 +80,16 @@ end
 return 1
 ";
 
-/// Rate limiters in Redis; see the [module docs](self). Cheap to clone:
-/// clones share the connection.
+/// Rate limiters in Redis (feature `redis`), shared by every server that
+/// uses the same Redis. Cheap to clone: clones share the connection.
+///
+/// Each limiter is one Redis string, the GCRA's theoretical arrival time on
+/// Redis's clock (`TIME`), so the servers' clocks need not agree; it expires
+/// when the limiter would be full again. A lease is one Lua script, run with
+/// `EVALSHA` (loaded again after a Redis restart), that takes the permits
+/// due now or reserves the next ones, atomically. The connection is a
+/// `redis::aio::ConnectionManager`, made on the first lease or by
+/// [`connect`](Self::connect), which reconnects when it breaks.
 ///
 /// ```no_run
 /// use std::{sync::LazyLock, time::Duration};
