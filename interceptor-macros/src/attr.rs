@@ -355,6 +355,8 @@ fn key(value: &Expr) -> Result<Value> {
                 if let Some(why) = bad_metadata_key(&s.value()) {
                     return Err(Error::new(s.span(), why));
                 }
+                // Checked: built as it is, with no conversion at run time.
+                return Ok(Value::Tokens(quote!(__icpt::Key::checked_metadata(#s))));
             }
             Ok(Value::Expr(name.clone()))
         }

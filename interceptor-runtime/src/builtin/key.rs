@@ -84,6 +84,15 @@ impl Key {
     }
 }
 
+impl Key {
+    /// `key = metadata("..")` with a literal, which the macro checked with
+    /// [`bad_metadata_key`]'s rules (stricter than `MetadataKey`'s).
+    #[doc(hidden)]
+    pub fn checked_metadata(name: &'static str) -> Key {
+        Key::Metadata(MetadataKey::from_static(name))
+    }
+}
+
 /// Why `name` cannot key a limit, if it cannot (the macro checks a literal
 /// with the same rules).
 pub fn bad_metadata_key(name: &str) -> Option<String> {
@@ -207,7 +216,7 @@ impl Keying {
     /// The call's key, or the status that ends a call without one.
     pub(crate) fn key_of<'a>(&self, ctx: &CallContext, metadata: &'a MetadataMap) -> Result<CallKey<'a>, Status> {
         let found = match &self.source {
-            Source::Peer => ctx.peer().map(|addr| CallKey::Ip(addr.ip())),
+            Source::Peer => ctx.peer().map(|addr| CallKey::Ip(addr.ip().to_canonical())),
             Source::Metadata(name) => metadata
                 .get(name)
                 .map(|value| value.as_bytes())
