@@ -106,15 +106,24 @@ fn points(n: usize) -> Vec<Point> {
 
 service!(Leased: rate(recv = 1000, backend = GENEROUS_BACKEND.clone()));
 
+/// Runs a test's body, failing it if it has not finished within 60 s (of
+/// the paused clock, in a paused test) instead of hanging.
+async fn bounded(body: impl std::future::Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(60), body).await.expect("the test hangs");
+}
+
 /// At 1000/s a lease is 1 permit, then twice as many each time up to a
 /// tenth of a second's worth (100): 1,000 messages take 16 leases.
 #[tokio::test(start_paused = true)]
 async fn leases_double_up_to_a_tenth_of_a_second() {
-    let summary = Leased.record_route(streaming_request(points(1000))).await.unwrap().into_inner();
-    assert_eq!(summary.point_count, 1000);
-    let asked = GENEROUS.asked.lock().unwrap().clone();
-    assert_eq!(asked, [1, 2, 4, 8, 16, 32, 64, 100, 100, 100, 100, 100, 100, 100, 100, 100]);
-    assert_eq!(GENEROUS_BACKEND.stats().answered, 16);
+    bounded(async {
+        let summary = Leased.record_route(streaming_request(points(1000))).await.unwrap().into_inner();
+        assert_eq!(summary.point_count, 1000);
+        let asked = GENEROUS.asked.lock().unwrap().clone();
+        assert_eq!(asked, [1, 2, 4, 8, 16, 32, 64, 100, 100, 100, 100, 100, 100, 100, 100, 100]);
+        assert_eq!(GENEROUS_BACKEND.stats().answered, 16);
+    })
+    .await;
 }
 
 service!(FailsOpen: rate(recv = 100, backend = ALLOW_BACKEND.clone()));
@@ -124,17 +133,20 @@ service!(FailsOpen: rate(recv = 100, backend = ALLOW_BACKEND.clone()));
 /// the backend is asked again each second (and waited on 50 ms each time).
 #[tokio::test(start_paused = true)]
 async fn a_silent_backend_lets_streams_go_on_at_the_rate() {
-    let start = Instant::now();
-    let summary = FailsOpen.record_route(streaming_request(points(301))).await.unwrap().into_inner();
-    let took = start.elapsed();
-    assert_eq!(summary.point_count, 301);
-    let stats = ALLOW_BACKEND.stats();
-    println!("301 points at 100/s through a silent backend took {took:?}: {stats:?}");
-    // 3 s at the rate, and three 50 ms waits (at 0, 1.05 and 2.1 s).
-    assert!(took >= Duration::from_millis(3000) && took <= Duration::from_millis(3200), "{took:?}");
-    assert_eq!(stats.timeouts, SILENT_ALLOW.asked.load(Relaxed));
-    assert!((3..=4).contains(&stats.timeouts), "{stats:?}");
-    assert!(stats.skipped > 250, "{stats:?}");
+    bounded(async {
+        let start = Instant::now();
+        let summary = FailsOpen.record_route(streaming_request(points(301))).await.unwrap().into_inner();
+        let took = start.elapsed();
+        assert_eq!(summary.point_count, 301);
+        let stats = ALLOW_BACKEND.stats();
+        println!("301 points at 100/s through a silent backend took {took:?}: {stats:?}");
+        // 3 s at the rate, and three 50 ms waits (at 0, 1.05 and 2.1 s).
+        assert!(took >= Duration::from_millis(3000) && took <= Duration::from_millis(3200), "{took:?}");
+        assert_eq!(stats.timeouts, SILENT_ALLOW.asked.load(Relaxed));
+        assert!((3..=4).contains(&stats.timeouts), "{stats:?}");
+        assert!(stats.skipped > 250, "{stats:?}");
+    })
+    .await;
 }
 
 service!(FailsClosed: rate(recv = 100, backend = REJECT_BACKEND.clone(), on_backend_error = reject));
@@ -144,21 +156,24 @@ service!(FailsClosed: rate(recv = 100, backend = REJECT_BACKEND.clone(), on_back
 /// while the backend is down; after `retry_after` (1 s) it is asked again.
 #[tokio::test(start_paused = true)]
 async fn a_silent_backend_ends_strict_calls_after_the_bounded_wait() {
-    let call = || async {
-        let start = Instant::now();
-        let status = FailsClosed.record_route(streaming_request(points(5))).await.unwrap_err();
-        (status, start.elapsed())
-    };
-    let (status, took) = call().await;
-    assert_eq!(status.code(), Code::Unavailable);
-    assert!(status.message().contains("the limiter backend `silent` is unavailable"), "{}", status.message());
-    assert_eq!(took, Duration::from_millis(50));
-    let (status, took) = call().await;
-    assert_eq!((status.code(), took), (Code::Unavailable, Duration::ZERO), "down: not asked");
-    tokio::time::advance(Duration::from_secs(1)).await;
-    let (_, took) = call().await;
-    assert_eq!(took, Duration::from_millis(50), "asked again");
-    assert_eq!(SILENT_REJECT.asked.load(Relaxed), 2);
-    let stats = REJECT_BACKEND.stats();
-    assert_eq!((stats.timeouts, stats.skipped), (2, 1), "{stats:?}");
+    bounded(async {
+        let call = || async {
+            let start = Instant::now();
+            let status = FailsClosed.record_route(streaming_request(points(5))).await.unwrap_err();
+            (status, start.elapsed())
+        };
+        let (status, took) = call().await;
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.message().contains("the limiter backend `silent` is unavailable"), "{}", status.message());
+        assert_eq!(took, Duration::from_millis(50));
+        let (status, took) = call().await;
+        assert_eq!((status.code(), took), (Code::Unavailable, Duration::ZERO), "down: not asked");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let (_, took) = call().await;
+        assert_eq!(took, Duration::from_millis(50), "asked again");
+        assert_eq!(SILENT_REJECT.asked.load(Relaxed), 2);
+        let stats = REJECT_BACKEND.stats();
+        assert_eq!((stats.timeouts, stats.skipped), (2, 1), "{stats:?}");
+    })
+    .await;
 }

@@ -132,29 +132,38 @@ fn measured_rate(times: &mut [Instant]) -> f64 {
 
 service!(PerKey: rate(recv = 100, key = metadata("x-api-key")), service = "keyed.PerKey");
 
+/// Runs a test's body, failing it if it has not finished within 30 s (of
+/// the paused clock, in a paused test) instead of hanging.
+async fn bounded(body: impl std::future::Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(30), body).await.expect("the test hangs");
+}
+
 /// Two clients with different keys each get 100/s; the two streams of
 /// client `a` share its 100/s, so `a`'s 600 points take 6 s and `b`'s 300
 /// take 3 s, all at once.
 #[tokio::test(start_paused = true)]
 async fn each_key_gets_its_own_rate() {
-    let start = Instant::now();
-    let upload = |key: &'static str| {
-        tokio::spawn(async move { PerKey.record_route(with_key(streaming_request(points(300)), key)).await })
-    };
-    let uploads = [upload("a"), upload("a"), upload("b")];
-    for upload in uploads {
-        assert_eq!(upload.await.unwrap().unwrap().into_inner().point_count, 300);
-    }
-    let mut a = arrivals().remove(&("PerKey", "a".into())).unwrap();
-    let mut b = arrivals().remove(&("PerKey", "b".into())).unwrap();
-    let (a_end, b_end) = (*a.iter().max().unwrap() - start, *b.iter().max().unwrap() - start);
-    let (a_rate, b_rate) = (measured_rate(&mut a), measured_rate(&mut b));
-    println!("a: 600 points at {a_rate:.1}/s, done after {a_end:?}; b: 300 at {b_rate:.1}/s, after {b_end:?}");
-    for rate in [a_rate, b_rate] {
-        assert!((99.0..=100.01).contains(&rate), "a key got {rate:.1}/s of 100");
-    }
-    assert!((5.9..=6.0).contains(&a_end.as_secs_f64()), "a's two streams took {a_end:?}");
-    assert!((2.9..=3.0).contains(&b_end.as_secs_f64()), "b took {b_end:?}");
+    bounded(async {
+        let start = Instant::now();
+        let upload = |key: &'static str| {
+            tokio::spawn(async move { PerKey.record_route(with_key(streaming_request(points(300)), key)).await })
+        };
+        let uploads = [upload("a"), upload("a"), upload("b")];
+        for upload in uploads {
+            assert_eq!(upload.await.unwrap().unwrap().into_inner().point_count, 300);
+        }
+        let mut a = arrivals().remove(&("PerKey", "a".into())).unwrap();
+        let mut b = arrivals().remove(&("PerKey", "b".into())).unwrap();
+        let (a_end, b_end) = (*a.iter().max().unwrap() - start, *b.iter().max().unwrap() - start);
+        let (a_rate, b_rate) = (measured_rate(&mut a), measured_rate(&mut b));
+        println!("a: 600 points at {a_rate:.1}/s, done after {a_end:?}; b: 300 at {b_rate:.1}/s, after {b_end:?}");
+        for rate in [a_rate, b_rate] {
+            assert!((99.0..=100.01).contains(&rate), "a key got {rate:.1}/s of 100");
+        }
+        assert!((5.9..=6.0).contains(&a_end.as_secs_f64()), "a's two streams took {a_end:?}");
+        assert!((2.9..=3.0).contains(&b_end.as_secs_f64()), "b took {b_end:?}");
+    })
+    .await;
 }
 
 service!(NeedsKey: rate(recv = 100, key = metadata("x-api-key")), service = "keyed.NeedsKey");
@@ -172,22 +181,28 @@ service!(
 /// gives; with `share` it goes on. An empty value is no key.
 #[tokio::test]
 async fn a_call_without_its_key_gets_a_status_that_names_it() {
-    let mut client = connect(NeedsKey).await;
-    let status = client.get_feature(Point::default()).await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(status.message(), "rate: the call has no `x-api-key` metadata, by which this method's limit is kept");
-    let status = client.get_feature(with_key(Request::new(Point::default()), "")).await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    let found = client.get_feature(with_key(Request::new(Point::default()), "k1")).await.unwrap();
-    assert_eq!(found.into_inner().name, "k1");
+    bounded(async {
+        let mut client = connect(NeedsKey).await;
+        let status = client.get_feature(Point::default()).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "rate: the call has no `x-api-key` metadata, by which this method's limit is kept"
+        );
+        let status = client.get_feature(with_key(Request::new(Point::default()), "")).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let found = client.get_feature(with_key(Request::new(Point::default()), "k1")).await.unwrap();
+        assert_eq!(found.into_inner().name, "k1");
 
-    let mut client = connect(NeedsKeyOrUnauthenticated).await;
-    let status = client.get_feature(Point::default()).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unauthenticated);
-    assert!(status.message().contains("`x-api-key`"), "{}", status.message());
+        let mut client = connect(NeedsKeyOrUnauthenticated).await;
+        let status = client.get_feature(Point::default()).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert!(status.message().contains("`x-api-key`"), "{}", status.message());
 
-    let mut client = connect(SharesWithoutKey).await;
-    client.get_feature(Point::default()).await.expect("calls without a key share one limit");
+        let mut client = connect(SharesWithoutKey).await;
+        client.get_feature(Point::default()).await.expect("calls without a key share one limit");
+    })
+    .await;
 }
 
 service!(ByPeer: rate(recv = 100, key = peer), budget(streams = 1, key = peer), service = "keyed.ByPeer");
@@ -203,24 +218,27 @@ service!(
 /// no key is named in the status.
 #[tokio::test]
 async fn keys_from_the_peer_and_from_a_function() {
-    let mut client = connect(ByPeer).await;
-    let mut held = client.list_features(Rectangle::default()).await.unwrap().into_inner();
-    assert_eq!(held.message().await.unwrap().unwrap().name, "held");
-    let status = client.list_features(Rectangle::default()).await.unwrap_err();
-    assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(status.message().contains("for this key"), "{}", status.message());
-    drop(held);
+    bounded(async {
+        let mut client = connect(ByPeer).await;
+        let mut held = client.list_features(Rectangle::default()).await.unwrap().into_inner();
+        assert_eq!(held.message().await.unwrap().unwrap().name, "held");
+        let status = client.list_features(Rectangle::default()).await.unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains("for this key"), "{}", status.message());
+        drop(held);
 
-    let mut client = connect(ByTenant).await;
-    let mut request = Request::new(Point::default());
-    request.metadata_mut().insert("authorization", "Bearer tenant-7".parse().unwrap());
-    client.get_feature(request).await.expect("a tenant's call");
-    let status = client.get_feature(Point::default()).await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(status.message(), "rate: the key function `tenant_of` found no key for the call");
+        let mut client = connect(ByTenant).await;
+        let mut request = Request::new(Point::default());
+        request.metadata_mut().insert("authorization", "Bearer tenant-7".parse().unwrap());
+        client.get_feature(request).await.expect("a tenant's call");
+        let status = client.get_feature(Point::default()).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "rate: the key function `tenant_of` found no key for the call");
 
-    let mut client = connect(ByClosure).await;
-    client.get_feature(with_key(Request::new(Point::default()), "x")).await.expect("a keyed call");
+        let mut client = connect(ByClosure).await;
+        client.get_feature(with_key(Request::new(Point::default()), "x")).await.expect("a keyed call");
+    })
+    .await;
 }
 
 service!(
@@ -248,22 +266,25 @@ async fn eventually<T, F: std::future::Future<Output = Result<T, Status>>>(mut c
 /// once; a third is rejected while another client's calls go on.
 #[tokio::test]
 async fn concurrent_calls_are_counted_per_key() {
-    let client = connect(StreamsPerKey).await;
-    let hold = |key: &'static str| {
-        let mut client = client.clone();
-        async move { client.list_features(with_key(Request::new(Rectangle::default()), key)).await }
-    };
-    let a1 = hold("a").await.unwrap().into_inner();
-    let _a2 = hold("a").await.unwrap().into_inner();
-    let status = hold("a").await.unwrap_err();
-    assert_eq!(status.code(), Code::ResourceExhausted);
-    assert_eq!(
-        status.message(),
-        "budget: all 2 concurrent streams of /keyed.StreamsPerKey/ListFeatures for this key are in use"
-    );
-    let _b1 = hold("b").await.expect("another key has slots of its own");
-    drop(a1);
-    eventually(|| hold("a")).await;
+    bounded(async {
+        let client = connect(StreamsPerKey).await;
+        let hold = |key: &'static str| {
+            let mut client = client.clone();
+            async move { client.list_features(with_key(Request::new(Rectangle::default()), key)).await }
+        };
+        let a1 = hold("a").await.unwrap().into_inner();
+        let _a2 = hold("a").await.unwrap().into_inner();
+        let status = hold("a").await.unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.message(),
+            "budget: all 2 concurrent streams of /keyed.StreamsPerKey/ListFeatures for this key are in use"
+        );
+        let _b1 = hold("b").await.expect("another key has slots of its own");
+        drop(a1);
+        eventually(|| hold("a")).await;
+    })
+    .await;
 }
 
 service!(
@@ -276,19 +297,22 @@ service!(
 /// on as before; once a key's last call ends, the new key gets in.
 #[tokio::test]
 async fn a_new_key_past_the_cap_is_rejected_until_a_key_is_free() {
-    let client = connect(CappedKeys).await;
-    let hold = |key: &'static str| {
-        let mut client = client.clone();
-        async move { client.list_features(with_key(Request::new(Rectangle::default()), key)).await }
-    };
-    let a = hold("a").await.unwrap().into_inner();
-    let _b = hold("b").await.unwrap().into_inner();
-    let status = hold("c").await.unwrap_err();
-    assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(status.message().contains("limits for 2 keys are in use (max_keys)"), "{}", status.message());
-    // A key held is not a new one: its own limit answers.
-    let status = hold("a").await.unwrap_err();
-    assert!(status.message().contains("for this key are in use"), "{}", status.message());
-    drop(a);
-    let _c = eventually(|| hold("c")).await;
+    bounded(async {
+        let client = connect(CappedKeys).await;
+        let hold = |key: &'static str| {
+            let mut client = client.clone();
+            async move { client.list_features(with_key(Request::new(Rectangle::default()), key)).await }
+        };
+        let a = hold("a").await.unwrap().into_inner();
+        let _b = hold("b").await.unwrap().into_inner();
+        let status = hold("c").await.unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains("limits for 2 keys are in use (max_keys)"), "{}", status.message());
+        // A key held is not a new one: its own limit answers.
+        let status = hold("a").await.unwrap_err();
+        assert!(status.message().contains("for this key are in use"), "{}", status.message());
+        drop(a);
+        let _c = eventually(|| hold("c")).await;
+    })
+    .await;
 }
