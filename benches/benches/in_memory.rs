@@ -7,7 +7,8 @@
 //!   `tonic::Streaming<Payload>` that decodes prebuilt gRPC frames from memory
 //!   (wrapped in `Inbound` when intercepted), and drains it.
 //!
-//! Each configuration (monitor, rate, budget, all three) is measured in
+//! Each configuration (monitor, rate, budget, all three; rate per key, and
+//! rate through a backend that answers leases at once) is measured in
 //! alternation with the raw service, iteration by iteration, and the table
 //! printed at the end gives the difference per message: robust to the machine
 //! being busy with something else, which absolute numbers are not.
@@ -17,7 +18,7 @@ use std::hint::black_box;
 use criterion::{Criterion, SamplingMode, Throughput};
 use interceptor_benches::{
     alternate, drain_inbound, drain_outbound, frames, median, pb::bench_server::Bench, quick, timed, Budgeted,
-    Intercepted, Monitored, Pair, Pairs, Rated, Raw,
+    Intercepted, Monitored, Pair, Pairs, Rated, RatedBackend, RatedKeyed, Raw,
 };
 use tokio::runtime::Runtime;
 
@@ -59,6 +60,8 @@ fn outbound(c: &mut Criterion, rt: &Runtime, messages: u64) {
     config(&mut group, rt, "rate", Rated, messages, &raw);
     config(&mut group, rt, "budget", Budgeted, messages, &raw);
     config(&mut group, rt, "all_three", Intercepted, messages, &raw);
+    config(&mut group, rt, "rate_keyed", RatedKeyed, messages, &raw);
+    config(&mut group, rt, "rate_backend", RatedBackend, messages, &raw);
     group.finish();
 }
 
@@ -93,6 +96,8 @@ fn inbound(c: &mut Criterion, rt: &Runtime, messages: u64) {
     config(&mut group, rt, "rate", Rated, &body, messages, &raw);
     config(&mut group, rt, "budget", Budgeted, &body, messages, &raw);
     config(&mut group, rt, "all_three", Intercepted, &body, messages, &raw);
+    config(&mut group, rt, "rate_keyed", RatedKeyed, &body, messages, &raw);
+    config(&mut group, rt, "rate_backend", RatedBackend, &body, messages, &raw);
     group.finish();
 }
 

@@ -4,13 +4,16 @@
 //! `const` (`RatedConst`: converted once, when the method's interceptors are
 //! built) and from the instance (`RatedPerInstance`, `rate = self.rate`:
 //! evaluated on every call, and the method's interceptors looked up by the
-//! value). Each is measured in alternation with the literal one; the table
+//! value); and what a call of a keyed rate (`RatedKeyed`: the key read and
+//! looked up in the map) and of a rate through a backend (`RatedBackend`:
+//! the limiter's key made, one lease) costs. Each is measured in
+//! alternation with the literal one; the table
 //! printed at the end gives the difference per call.
 
 use criterion::{Criterion, SamplingMode};
 use interceptor_benches::{
-    alternate, drain_outbound, median, pb::bench_server::Bench, quick, timed, Pair, Pairs, Rated, RatedConst,
-    RatedPerInstance, Raw,
+    alternate, drain_outbound, median, pb::bench_server::Bench, quick, timed, Pair, Pairs, Rated, RatedBackend,
+    RatedConst, RatedKeyed, RatedPerInstance, Raw,
 };
 use tokio::runtime::Runtime;
 
@@ -57,6 +60,8 @@ fn main() {
     config(&mut group, &rt, "raw", Raw, &literal);
     config(&mut group, &rt, "const", RatedConst, &literal);
     config(&mut group, &rt, "self", RatedPerInstance::default(), &literal);
+    config(&mut group, &rt, "keyed", RatedKeyed, &literal);
+    config(&mut group, &rt, "backend", RatedBackend, &literal);
     group.finish();
     c.final_summary();
 
@@ -70,6 +75,8 @@ fn main() {
         let name = match name.as_str() {
             "raw" => "(no interceptor)",
             "const" => "`rate = BENCH_RATE` (a const)",
+            "keyed" => "`rate(.., key = metadata(..))`: the key looked up (one key)",
+            "backend" => "`rate(.., backend = ..)`: its key made, one lease answered at once",
             _ => "`rate = self.rate`",
         };
         println!("| {name} | {literal:.0} | {this:.0} | {added:+.0} |");

@@ -278,6 +278,48 @@ bench_service! {
     )]
 }
 
+bench_service! {
+    /// `rate` per key, kept in this process, at a rate no benchmark reaches:
+    /// the bench's requests carry no key, so all share one
+    /// (`on_missing_key = share`), looked up when each call starts; its
+    /// streams take permits from the key's limiter in batches.
+    RatedKeyed,
+    #[interceptor_runtime::intercept(
+        rate(recv = 1_000_000_000, send = 1_000_000_000, key = metadata("x-api-key"), on_missing_key = share),
+    )]
+}
+
+/// A limiter backend in memory that grants every lease at once: the rate's
+/// path through a backend (leases, and the messages between them) without
+/// a network.
+#[derive(Debug)]
+pub struct InstantBackend;
+
+impl interceptor_runtime::rate::LimiterBackend for InstantBackend {
+    fn name(&self) -> &'static str {
+        "instant"
+    }
+
+    fn lease(&self, request: interceptor_runtime::rate::LeaseRequest) -> interceptor_runtime::rate::LeaseFuture {
+        let lease = interceptor_runtime::rate::Lease { permits: request.permits, wait: std::time::Duration::ZERO };
+        Box::pin(std::future::ready(Ok(lease)))
+    }
+}
+
+/// The backend of [`RatedBackend`].
+pub static INSTANT_BACKEND: std::sync::LazyLock<interceptor_runtime::rate::Backend> =
+    std::sync::LazyLock::new(|| interceptor_runtime::rate::Backend::new(InstantBackend));
+
+bench_service! {
+    /// `rate` through a backend ([`InstantBackend`]), as with Redis but with
+    /// leases answered at once: a stream leases 1 permit, then twice as many
+    /// each time up to a tenth of a second's worth, and counts them down.
+    RatedBackend,
+    #[interceptor_runtime::intercept(
+        rate(recv = 1_000_000_000, send = 1_000_000_000, backend = INSTANT_BACKEND.clone()),
+    )]
+}
+
 /// The rate of [`RatedConst`].
 pub const BENCH_RATE: u64 = 1_000_000_000;
 

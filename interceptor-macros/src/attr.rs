@@ -14,7 +14,13 @@
 //!               INT (at least 1) | SIZE (INT or "4MiB") | DURATION ("30s") | WORD (a choice)
 //!           | any other expression (a const, a static, `*LAZY`, `self.limits.chat`),
 //!             converted at run time
+//!           | KEY: 'peer' | 'metadata' '(' VALUE ')'   // a literal name is checked here
+//!           | KEY_FN: a path or a closure, not mentioning `self`
+//!           | BACKEND: any expression (`REDIS.clone()`)
 //! ```
+//!
+//! Some options need or exclude others (the row's `rules`): `max_keys`
+//! needs `key` or `key_fn`, `key` excludes `scope` ...
 //!
 //! An expression that mentions `self` is evaluated on every call; any other
 //! once per method (see [`crate::expand`]).
@@ -32,6 +38,7 @@ use syn::{
 };
 
 use crate::builtins::{self, Builtin, Kind, Opt, BUILTINS};
+use quote::quote;
 
 /// Everything one `#[intercept(..)]` says.
 #[derive(Clone, Default)]
@@ -85,6 +92,9 @@ pub(crate) enum Value {
     Duration(Duration),
     /// The choice's value in `__private`, e.g. `RateScope::Method`.
     Choice(&'static str),
+    /// A value built as it is, from `__private` (`__icpt::Key::Peer`,
+    /// `__icpt::KeyFn::new(..)`).
+    Tokens(TokenStream),
     /// An expression, converted at run time.
     Expr(Expr),
 }
@@ -235,6 +245,22 @@ impl Configured {
             seen.push(&arg.key);
             self.settings.push(setting(row, opt, &arg.value)?);
         }
+        for rule in row.rules {
+            let Some(arg) = given.iter().find(|a| a.key == rule.option) else { continue };
+            if let Some(other) = given.iter().find(|a| rule.excludes.iter().any(|x| a.key == x)) {
+                return Err(Error::new(
+                    other.key.span(),
+                    format!("`{}` cannot be given with `{}`: {}", other.key, rule.option, rule.why),
+                ));
+            }
+            if !rule.needs.is_empty() && !given.iter().any(|a| rule.needs.iter().any(|n| a.key == n)) {
+                let needs: Vec<String> = rule.needs.iter().map(|n| format!("`{n} = ..`")).collect();
+                return Err(Error::new(
+                    arg.key.span(),
+                    format!("`{}` needs {}: {}", rule.option, needs.join(" or "), rule.why),
+                ));
+            }
+        }
         if !row.needs_one_of.is_empty() && !given.iter().any(|a| row.needs_one_of.iter().any(|n| a.key == n)) {
             let shorthand =
                 row.shorthand.as_ref().map_or(String::new(), |s| format!("; `{}` sets {}", s.example, list(s.sets)));
@@ -284,7 +310,79 @@ fn read(value: &Expr, kind: Kind, what: &str, example: &str) -> Result<Value> {
             None => Ok(Value::Expr(value.clone())),
         },
         Kind::Choice(words) => choice(value, words).map(Value::Choice),
+        Kind::Key => key(value),
+        Kind::KeyFn => {
+            if literal(value).is_some() {
+                return Err(Error::new(
+                    value.span(),
+                    format!("expected a function, e.g. `{example}` with `fn tenant_of(call: &CallContext, metadata: &MetadataMap) -> Option<String>`"),
+                ));
+            }
+            if mentions_self(value) {
+                return Err(Error::new(
+                    value.span(),
+                    "a key function is made once per method, so it cannot use `self`; write a function of the call \
+                     and its metadata, e.g. `key_fn = tenant_of`",
+                ));
+            }
+            let name = value.to_token_stream().to_string();
+            Ok(Value::Tokens(quote!(__icpt::KeyFn::new(#name, #value))))
+        }
+        Kind::Backend => match literal(value) {
+            Some(_) => Err(Error::new(value.span(), format!("expected a limiter backend, e.g. `{example}`"))),
+            None => Ok(Value::Expr(value.clone())),
+        },
     }
+}
+
+/// `peer` or `metadata("x-api-key")` (a literal name checked now, another
+/// expression at run time).
+fn key(value: &Expr) -> Result<Value> {
+    const HOW: &str = "expected `key = peer` (the client's IP address) or `key = metadata(\"x-api-key\")`; for a \
+                       function of your own, write `key_fn = path`";
+    match value {
+        Expr::Path(p) if p.path.is_ident("peer") => Ok(Value::Tokens(quote!(__icpt::Key::Peer))),
+        Expr::Call(call) => {
+            let Expr::Path(f) = &*call.func else { return Err(Error::new(value.span(), HOW)) };
+            if !f.path.is_ident("metadata") || call.args.len() != 1 {
+                return Err(Error::new(value.span(), HOW));
+            }
+            let name = &call.args[0];
+            if let Some(Literal::Lit(lit)) = literal(name) {
+                let Lit::Str(s) = lit else {
+                    return Err(Error::new(name.span(), "expected the metadata key as a string, e.g. \"x-api-key\""));
+                };
+                if let Some(why) = bad_metadata_key(&s.value()) {
+                    return Err(Error::new(s.span(), why));
+                }
+                // Checked: built as it is, with no conversion at run time.
+                return Ok(Value::Tokens(quote!(__icpt::Key::checked_metadata(#s))));
+            }
+            Ok(Value::Expr(name.clone()))
+        }
+        Expr::Group(g) => key(&g.expr),
+        _ => Err(Error::new(value.span(), HOW)),
+    }
+}
+
+/// Why `name` cannot be a metadata key a limit is kept per (the runtime's
+/// `key::bad_metadata_key` says the same at run time).
+fn bad_metadata_key(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("a metadata key cannot be empty; write e.g. \"x-api-key\"".into());
+    }
+    if let Some(c) = name.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '_' | '.')) {
+        let hint = if c.is_ascii_uppercase() {
+            format!("; metadata keys are lowercase: write \"{}\"", name.to_ascii_lowercase())
+        } else {
+            String::new()
+        };
+        return Some(format!("`{name}` is not a metadata key: `{c}` is not allowed (a-z, 0-9, `-`, `_`, `.`){hint}"));
+    }
+    if name.ends_with("-bin") {
+        return Some(format!("`{name}` is binary metadata; a limit's key must be ASCII metadata"));
+    }
+    None
 }
 
 enum Literal<'a> {

@@ -39,6 +39,18 @@ pub(crate) struct Builtin {
     pub(crate) needs_one_of: &'static [&'static str],
     /// The ways to write it, for the error when the value is missing.
     pub(crate) usage: &'static str,
+    /// Options that need or exclude others.
+    pub(crate) rules: &'static [Rule],
+}
+
+/// An option given with `name(..)` needs one of `needs` (if any), and none
+/// of `excludes`.
+pub(crate) struct Rule {
+    pub(crate) option: &'static str,
+    pub(crate) needs: &'static [&'static str],
+    pub(crate) excludes: &'static [&'static str],
+    /// Why, for the error.
+    pub(crate) why: &'static str,
 }
 
 /// `name = v`: sets each of `sets` to `v`.
@@ -80,6 +92,16 @@ pub(crate) enum Kind {
     /// `RateScope::Method`); the field is that enum. Words only, fixed at
     /// compile time.
     Choice(&'static [(&'static str, &'static str)]),
+    /// A limit's key: `peer` or `metadata("x-api-key")` (a literal name is
+    /// checked here); `Option<Key>`.
+    Key,
+    /// A key function: a path or a closure, `Fn(&CallContext, &MetadataMap)
+    /// -> Option<String>`, evaluated once per method (so it may not mention
+    /// `self`); `Option<KeyFn>`.
+    KeyFn,
+    /// A limiter backend: any expression whose type implements `IntoBackend`
+    /// (`REDIS.clone()`); `Option<Backend>`.
+    Backend,
 }
 
 pub(crate) const BUILTINS: &[Builtin] = &[
@@ -100,6 +122,7 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         shorthand: None,
         needs_one_of: &[],
         usage: "`monitor` or `monitor(warn_size = \"1MiB\")`",
+        rules: &[],
     },
     Builtin {
         name: "rate",
@@ -137,6 +160,24 @@ pub(crate) const BUILTINS: &[Builtin] = &[
                 example: "on_exceed = reject",
                 default: "wait",
             },
+            KEY,
+            KEY_FN,
+            MAX_KEYS,
+            ON_MISSING_KEY,
+            Opt {
+                name: "backend",
+                kind: Kind::Backend,
+                what: "a limiter backend shared by servers",
+                example: "backend = REDIS.clone()",
+                default: "none: limits kept in this process",
+            },
+            Opt {
+                name: "on_backend_error",
+                kind: Kind::Choice(&[("allow", "OnBackendError::Allow"), ("reject", "OnBackendError::Reject")]),
+                what: "what a stream does while the backend fails",
+                example: "on_backend_error = reject",
+                default: "allow",
+            },
         ],
         bare: false,
         shorthand: Some(Shorthand {
@@ -147,6 +188,41 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         }),
         needs_one_of: &["recv", "send"],
         usage: "`rate = 10` (messages per second each way) or `rate(recv = 100, send = 50)`",
+        rules: &[
+            Rule { option: "key", needs: &[], excludes: &["key_fn"], why: "both say what a call's key is; keep one" },
+            Rule {
+                option: "key",
+                needs: &[],
+                excludes: &["scope"],
+                why: "`key` keeps one limit per key, shared by the method's streams with that key; remove `scope`",
+            },
+            Rule {
+                option: "key_fn",
+                needs: &[],
+                excludes: &["scope"],
+                why: "`key_fn` keeps one limit per key, shared by the method's streams with that key; remove `scope`",
+            },
+            Rule {
+                option: "backend",
+                needs: &[],
+                excludes: &["scope"],
+                why: "a backend keeps one limit for the method's streams on every server (one per key with `key`); \
+                      remove `scope`",
+            },
+            Rule { option: "max_keys", needs: &["key", "key_fn"], excludes: &[], why: "it bounds the keys held" },
+            Rule {
+                option: "on_missing_key",
+                needs: &["key", "key_fn"],
+                excludes: &[],
+                why: "it says what a call without the key gets",
+            },
+            Rule {
+                option: "on_backend_error",
+                needs: &["backend"],
+                excludes: &[],
+                why: "it says what a stream does while the backend fails",
+            },
+        ],
     },
     Builtin {
         name: "budget",
@@ -184,6 +260,10 @@ pub(crate) const BUILTINS: &[Builtin] = &[
                 example: "streams = 64",
                 default: "none: no limit",
             },
+            KEY,
+            KEY_FN,
+            MAX_KEYS,
+            ON_MISSING_KEY,
         ],
         bare: false,
         shorthand: Some(Shorthand {
@@ -194,6 +274,23 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         }),
         needs_one_of: &[],
         usage: "`budget = 1000` (messages) or `budget(messages = 1000, bytes = \"4MiB\", duration = \"30s\")`",
+        rules: &[
+            Rule { option: "key", needs: &[], excludes: &["key_fn"], why: "both say what a call's key is; keep one" },
+            Rule { option: "key", needs: &["streams"], excludes: &[], why: "`key` counts the `streams` limit per key" },
+            Rule {
+                option: "key_fn",
+                needs: &["streams"],
+                excludes: &[],
+                why: "`key_fn` counts the `streams` limit per key",
+            },
+            Rule { option: "max_keys", needs: &["key", "key_fn"], excludes: &[], why: "it bounds the keys held" },
+            Rule {
+                option: "on_missing_key",
+                needs: &["key", "key_fn"],
+                excludes: &[],
+                why: "it says what a call without the key gets",
+            },
+        ],
     },
     Builtin {
         name: "otel",
@@ -206,8 +303,48 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         shorthand: None,
         needs_one_of: &[],
         usage: "`otel` (it takes no options)",
+        rules: &[],
     },
 ];
+
+/// `key = ..`, an option of `rate` and `budget`.
+const KEY: Opt = Opt {
+    name: "key",
+    kind: Kind::Key,
+    what: "the key a limit is kept per",
+    example: "key = metadata(\"x-api-key\")",
+    default: "none: one limit",
+};
+
+const KEY_FN: Opt = Opt {
+    name: "key_fn",
+    kind: Kind::KeyFn,
+    what: "a function of the call and its metadata returning its key",
+    example: "key_fn = tenant_of",
+    default: "none",
+};
+
+const MAX_KEYS: Opt = Opt {
+    name: "max_keys",
+    kind: Kind::Int,
+    what: "keys held at once",
+    example: "max_keys = 10000",
+    default: "100000",
+};
+
+const ON_MISSING_KEY: Opt = Opt {
+    name: "on_missing_key",
+    kind: Kind::Choice(&[
+        ("invalid_argument", "MissingKey::InvalidArgument"),
+        ("unauthenticated", "MissingKey::Unauthenticated"),
+        ("permission_denied", "MissingKey::PermissionDenied"),
+        ("failed_precondition", "MissingKey::FailedPrecondition"),
+        ("share", "MissingKey::Share"),
+    ]),
+    what: "what a call without the key gets",
+    example: "on_missing_key = unauthenticated",
+    default: "invalid_argument",
+};
 
 /// The row of `name`.
 pub(crate) fn find(name: &str) -> Option<&'static Builtin> {
@@ -239,6 +376,11 @@ mod tests {
             assert!(b.bare || b.shorthand.is_some() || !b.options.is_empty(), "{} cannot be written", b.name);
             for o in b.options {
                 assert!(!o.default.is_empty() && !o.what.is_empty() && o.example.starts_with(o.name));
+            }
+            for rule in b.rules {
+                for name in std::iter::once(&rule.option).chain(rule.needs).chain(rule.excludes) {
+                    assert!(b.option(name).is_some(), "{}: rule names `{name}`, not an option", b.name);
+                }
             }
         }
     }

@@ -502,14 +502,18 @@ fn builtin(b: &Configured, values: &mut Values) -> Result<TokenStream> {
                 let path: syn::Path = syn::parse_str(path)?;
                 quote!(__icpt::#path)
             }
+            Value::Tokens(tokens) => tokens.clone(),
             Value::Expr(expr) => {
                 let label = &setting.label;
                 let convert = match setting.kind {
                     Kind::Int => quote_spanned!(expr.span()=> __icpt::int(#label, #expr)),
                     Kind::Size => quote_spanned!(expr.span()=> __icpt::size(#label, #expr)),
                     Kind::Duration => quote_spanned!(expr.span()=> __icpt::duration(#label, #expr)),
-                    // `attr` reads a choice as a word, never an expression.
-                    Kind::Choice(_) => return Err(Error::new(expr.span(), "expected a word")),
+                    Kind::Key => quote_spanned!(expr.span()=> __icpt::metadata_key(#label, #expr)),
+                    Kind::Backend => quote_spanned!(expr.span()=> __icpt::backend(#label, #expr)),
+                    // `attr` reads a choice as a word and a key function as
+                    // tokens, never as an expression to convert.
+                    Kind::Choice(_) | Kind::KeyFn => return Err(Error::new(expr.span(), "expected a word")),
                 };
                 let var = values.bind(expr, convert);
                 quote!(#var)

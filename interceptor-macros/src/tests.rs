@@ -293,6 +293,24 @@ fn method_position_option_expressions() {
     ));
 }
 
+/// Limits per key and through a backend: `key = metadata(..)` converted
+/// once per method, `key_fn` built as a `KeyFn` named as written, a backend
+/// that mentions `self` evaluated per call.
+#[test]
+fn method_position_keyed_limits() {
+    snapshot!(expand(
+        quote!(
+            rate(recv = 100, key = metadata("x-api-key"), backend = self.redis.clone(), on_backend_error = reject),
+            budget(streams = 4, key_fn = tenant_of, on_missing_key = unauthenticated),
+        ),
+        quote! {
+            async fn record_route(&self, request: Request<Streaming<Point>>) -> tonic::Result<Response<RouteSummary>> {
+                Ok(Response::new(RouteSummary::default()))
+            }
+        }
+    ));
+}
+
 /// A body expanded already (an `#[intercept]` the impl's did not recognise)
 /// is an error, not a second interception.
 #[test]

@@ -79,6 +79,8 @@ pub mod testing;
 
 #[cfg(feature = "budget")]
 pub use builtin::budget;
+#[cfg(any(feature = "rate", feature = "budget"))]
+pub use builtin::key;
 #[cfg(feature = "monitor")]
 pub use builtin::monitor;
 #[cfg(feature = "otel")]
@@ -102,13 +104,19 @@ pub use interceptor_macros::intercept;
 pub mod __private {
     #[cfg(feature = "budget")]
     pub use crate::builtin::budget::{Budget, BudgetConfig};
+    #[cfg(any(feature = "rate", feature = "budget"))]
+    pub use crate::builtin::key::{Key, KeyFn, MissingKey};
     #[cfg(feature = "monitor")]
     pub use crate::builtin::monitor::{Monitor, MonitorConfig};
     #[cfg(feature = "otel")]
     pub use crate::builtin::otel::{Otel, OtelConfig};
     #[cfg(feature = "rate")]
-    pub use crate::builtin::rate::{OnExceed, Rate, RateConfig, RateScope};
+    pub use crate::builtin::rate::{OnBackendError, OnExceed, Rate, RateConfig, RateScope};
     pub use crate::engine::{type_name_of, CallGuard, Method, MethodInfo, RpcKind, Run, Slot};
+    #[cfg(feature = "rate")]
+    pub use crate::expansion::backend;
+    #[cfg(any(feature = "rate", feature = "budget"))]
+    pub use crate::expansion::metadata_key;
     pub use crate::expansion::{
         duration, in_shape, int, kind, out_shape, prelude, reply_probe, request_probe, size, with, with_per_call,
         BadOption, HandlerRequest, HandlerResult, Methods, Names,

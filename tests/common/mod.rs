@@ -19,6 +19,7 @@
 pub mod bound;
 pub mod events;
 pub mod handlers;
+pub mod redis;
 pub mod server;
 pub mod traces;
 

@@ -18,6 +18,12 @@
 //! - `streams`: at most this many calls of the method at once; one more is
 //!   rejected with RESOURCE_EXHAUSTED before the handler runs. The slot is
 //!   released however the call ends.
+//! - `streams` with `key = peer`, `key = metadata("x-api-key")` or
+//!   `key_fn = path`: at most this many calls at once **per key** (per
+//!   client), so that one client cannot take every slot. A call without the
+//!   key ends as `on_missing_key` says (INVALID_ARGUMENT by default); the
+//!   keys held are bounded by `max_keys` (a key with no call is dropped),
+//!   see [`key`](crate::key). Kept in this process.
 //!
 //! The counts are the call's own (the ones [`CallContext::stats`] reports),
 //! so budget keeps none per direction. `duration` and `idle` share one timer
@@ -31,7 +37,10 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -40,6 +49,7 @@ use crossbeam_utils::{atomic::AtomicCell, CachePadded};
 use tokio::time::{Instant, Sleep};
 use tonic::{metadata::MetadataMap, Status};
 
+use super::key::{self, Key, KeyFn, KeyState, KeyedMap, Keying, MissingKey};
 use crate::{
     engine::CallContext,
     interceptor::{Direction, Interceptor, MessageRef},
@@ -56,8 +66,17 @@ pub struct BudgetConfig {
     pub duration: Option<Duration>,
     /// How long a call may pass no message.
     pub idle: Option<Duration>,
-    /// Concurrent calls of the method.
+    /// Concurrent calls of the method (of each key, with `key`).
     pub streams: Option<u64>,
+    /// Count `streams` per value of this key (`key = peer`,
+    /// `key = metadata("x-api-key")`).
+    pub key: Option<Key>,
+    /// Count `streams` per value your function returns (`key_fn = path`).
+    pub key_fn: Option<KeyFn>,
+    /// The most keys held at once (default 100,000).
+    pub max_keys: Option<u64>,
+    /// What a call without its key gets.
+    pub on_missing_key: MissingKey,
 }
 
 /// The `budget` interceptor; see the [module docs](self).
@@ -67,18 +86,42 @@ pub struct Budget {
     /// Calls holding a `streams` slot. Written when a call starts and ends,
     /// so kept off the line of `config`, which every message reads.
     active: CachePadded<AtomicU64>,
+    /// The `streams` slots per key, with `key`.
+    keyed: Option<(Keying, KeyedMap<KeySlots>)>,
+}
+
+/// A key's calls holding a `streams` slot.
+#[derive(Debug, Default)]
+pub(crate) struct KeySlots(AtomicU64);
+
+impl KeyState for KeySlots {
+    fn at_rest(&self, _: u64) -> bool {
+        self.0.load(Ordering::Relaxed) == 0
+    }
 }
 
 impl Budget {
     /// A budget with these limits.
     pub fn new(config: BudgetConfig) -> Self {
-        Budget { config, active: CachePadded::new(AtomicU64::new(0)) }
+        let keying = Keying::new("budget", config.key.as_ref(), config.key_fn.as_ref(), config.on_missing_key);
+        let keyed = keying.filter(|_| config.streams.is_some()).map(|k| (k, KeyedMap::new(config.max_keys)));
+        Budget { config, active: CachePadded::new(AtomicU64::new(0)), keyed }
     }
 
-    /// Calls of the method holding a `streams` slot now.
+    /// Calls of the method holding a `streams` slot now (of every key).
     pub fn active_streams(&self) -> u64 {
         self.active.load(Ordering::Relaxed)
     }
+
+    /// Keys held now (`streams` with `key`; 0 otherwise).
+    pub fn keys(&self) -> usize {
+        self.keyed.as_ref().map_or(0, |(_, keys)| keys.len())
+    }
+}
+
+/// Takes one of `max` slots of `count`.
+fn take_slot(count: &AtomicU64, max: u64) -> bool {
+    count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
 }
 
 /// Per-call state of [`Budget`].
@@ -89,6 +132,8 @@ pub struct BudgetCall {
     /// fires: the one that polls takes it out of the slot and puts it back,
     /// and one that finds the slot empty leaves the timer to the other.
     timer: AtomicCell<Option<Pin<Box<Timer>>>>,
+    /// The key's slots, with `streams` and `key`.
+    key: Option<Arc<KeySlots>>,
 }
 
 // The slot is a pointer-sized atomic, not a lock.
@@ -144,11 +189,23 @@ impl Interceptor for Budget {
         "budget"
     }
 
-    fn on_start(&self, ctx: &CallContext, _: &MetadataMap) -> Result<BudgetCall, Status> {
+    fn on_start(&self, ctx: &CallContext, metadata: &MetadataMap) -> Result<BudgetCall, Status> {
         // With `streams`, every call that starts holds a slot until `on_end`.
+        let mut key = None;
         if let Some(max) = self.config.streams {
-            let taken = self.active.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
-            if taken.is_err() {
+            if let Some((keying, keys)) = &self.keyed {
+                let slots = keys
+                    .get(&keying.key_of(ctx, metadata)?, key::now(), KeySlots::default)
+                    .ok_or_else(|| key::too_many_keys("budget", keys.max()))?;
+                if !take_slot(&slots.0, max) {
+                    return Err(Status::resource_exhausted(format!(
+                        "budget: all {max} concurrent streams of {} for this key are in use",
+                        ctx.method().full_name
+                    )));
+                }
+                key = Some(slots);
+            }
+            if !take_slot(&self.active, if key.is_some() { u64::MAX } else { max }) {
                 return Err(Status::resource_exhausted(format!(
                     "budget: all {max} concurrent streams of {} are in use",
                     ctx.method().full_name
@@ -158,7 +215,7 @@ impl Interceptor for Budget {
         let timer = (self.config.duration.is_some() || self.config.idle.is_some()).then(|| {
             Box::pin(Timer { sleep: tokio::time::sleep_until(self.next_deadline(ctx, ctx.started())), idle_seen: 0 })
         });
-        Ok(BudgetCall { timer: AtomicCell::new(timer) })
+        Ok(BudgetCall { timer: AtomicCell::new(timer), key })
     }
 
     fn on_stream(&self, _: &BudgetCall, _: &CallContext, _: Direction) {}
@@ -196,6 +253,9 @@ impl Interceptor for Budget {
     fn on_end(&self, call: &BudgetCall, _: &CallContext) {
         if self.config.streams.is_some() {
             self.active.fetch_sub(1, Ordering::AcqRel);
+            if let Some(slots) = &call.key {
+                slots.0.fetch_sub(1, Ordering::AcqRel);
+            }
         }
         // The timer goes with the call (or with the call's state, if a
         // direction is polling it right now).

@@ -6,6 +6,8 @@
 
 #[cfg(feature = "budget")]
 pub mod budget;
+#[cfg(any(feature = "rate", feature = "budget"))]
+pub mod key;
 #[cfg(feature = "monitor")]
 pub mod monitor;
 #[cfg(feature = "otel")]

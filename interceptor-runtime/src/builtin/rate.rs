@@ -32,20 +32,75 @@
 //! spent its batch reads the clock; the first time, it allocates what it
 //! needs from then on (its timer when it first waits, kept for the next
 //! wait). The wait ends at once when the call ends.
+//!
+//! # Per client: `key = ..`
+//! `rate(recv = 100, key = metadata("x-api-key"))` gives every value of the
+//! key a rate of its own, shared by the method's streams that carry it:
+//! two clients with different keys get 100/s each, and one client's many
+//! streams 100/s together. `key = peer` keys by the client's IP address,
+//! `key_fn = path` by your own function of the call and its metadata.
+//! The key is read when the call starts; a call without it ends with
+//! INVALID_ARGUMENT naming what is missing (`on_missing_key` picks another
+//! code, or `share`: one limit for all calls without a key). The keys held
+//! are bounded: `max_keys` (default 100,000), idle keys dropped, a new key
+//! rejected with RESOURCE_EXHAUSTED when all are in use; see
+//! [`key`](crate::key). Per message nothing changes: a stream takes its
+//! permits in batches from its key's limiter, as from a method's.
+//!
+//! # Shared by servers: `backend = ..`
+//! `rate(recv = 100, key = metadata("x-api-key"), backend = REDIS.clone())`
+//! keeps the limiter in a store every replica of the server uses (Redis with
+//! the `redis` feature: `RedisBackend`), so that N replicas behind a load
+//! balancer together let 100/s through per key, not N × 100. Without `key`,
+//! the method's streams on every server share one limiter.
+//!
+//! A stream leases its permits: one round trip for a batch, spent from its
+//! own counter, so the per-message path is the same as above. A lease is
+//! 1 permit, then twice as many each time up to a tenth of a second's worth
+//! (`max(1, N/10)`): a short stream takes few permits it may not use, and a
+//! busy one makes at most about 10 round trips a second however high the
+//! rate. The limiter's tolerance is at least a lease, so the combined rate
+//! over a span `t` is at most `N·t` plus one lease (0.1 s of the rate) and
+//! the burst; a lease that waits reserves its permits (one round trip) and
+//! the stream sleeps until they are due, so a rate shared by busy streams
+//! is not undercut by round trips either. Permits a stream leased and did
+//! not use are given back when it ends (one more round trip, not awaited);
+//! a lease still in flight when the stream ends is lost.
+//!
+//! The backend's failures are bounded: see [`backend`] (a lease waits
+//! 50 ms at most; `on_backend_error = allow` (the default) lets streams go
+//! on, each limited by itself to the rate, `reject` ends the call with
+//! UNAVAILABLE; limits resume by themselves when the backend answers).
+//! With feature `metrics`, every lease counts in
+//! `grpc_server_limiter_leases_total{backend, result}` (`result`:
+//! `granted`, `error`, `timeout`, or `skipped` while the backend is down);
+//! [`Backend::stats`] has the same counts.
+//!
+//! Precedence when a [`RateConfig`] is built by hand: `backend`, then
+//! `key_fn`, then `key`, then `scope`.
 
+pub mod backend;
 mod gcra;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{atomic::AtomicU64, Arc},
     task::{Context, Poll},
 };
 
 use tokio::time::Sleep;
 use tonic::{metadata::MetadataMap, Status};
 
+pub use self::backend::{
+    Backend, BackendError, IntoBackend, Lease, LeaseFuture, LeaseRequest, LeaseStats, LimiterBackend, OnBackendError,
+};
 use self::gcra::{Gcra, Grant, Limiter, Nanos, Request, SharedGcra, MAX_LATE};
+#[cfg(feature = "redis")]
+pub use self::redis::RedisBackend;
+use super::key::{self, Key, KeyFn, KeyState, KeyedMap, Keying, MissingKey};
 use crate::{
     engine::CallContext,
     interceptor::{Direction, Interceptor, MessageRef},
@@ -65,6 +120,20 @@ pub struct RateConfig {
     pub scope: RateScope,
     /// Wait for a permit, or end the call.
     pub on_exceed: OnExceed,
+    /// One limiter per value of this key (`key = peer`,
+    /// `key = metadata("x-api-key")`), shared by the method's streams with
+    /// that value.
+    pub key: Option<Key>,
+    /// One limiter per value your function returns (`key_fn = path`).
+    pub key_fn: Option<KeyFn>,
+    /// The most keys held at once (default 100,000).
+    pub max_keys: Option<u64>,
+    /// What a call without its key gets.
+    pub on_missing_key: MissingKey,
+    /// A store of limiters shared by servers (`backend = ..`).
+    pub backend: Option<Backend>,
+    /// What a stream does while the backend fails.
+    pub on_backend_error: OnBackendError,
 }
 
 /// Who shares a limiter.
@@ -93,8 +162,49 @@ pub struct Rate {
     config: RateConfig,
     /// Each direction's rate, inbound and outbound; `None`: no limit.
     rates: [Option<Gcra>; 2],
-    /// The method's limiters (`scope = method`), inbound and outbound.
-    shared: [Option<Arc<dyn Limiter>>; 2],
+    shared: Shared,
+}
+
+/// Who shares a limiter, and where it is.
+#[derive(Debug)]
+enum Shared {
+    /// Each stream has its own.
+    Stream,
+    /// The method's, inbound and outbound.
+    Method([Option<Arc<dyn Limiter>>; 2]),
+    /// One per key, in this process.
+    Keyed { keying: Keying, keys: KeyedMap<KeyTats> },
+    /// In a backend shared by servers; per key, if keyed.
+    Backend { backend: Backend, keying: Option<Keying> },
+}
+
+/// A key's limiters in this process: the TAT of each direction.
+#[derive(Debug, Default)]
+pub(crate) struct KeyTats([AtomicU64; 2]);
+
+impl KeyState for KeyTats {
+    fn at_rest(&self, now: u64) -> bool {
+        // A TAT not after now serves requests as a fresh limiter does.
+        self.0.iter().all(|tat| tat.load(std::sync::atomic::Ordering::Relaxed) <= now)
+    }
+}
+
+/// One direction of a key's limiters.
+#[derive(Debug)]
+struct KeyLane {
+    tats: Arc<KeyTats>,
+    direction: Direction,
+    gcra: Gcra,
+}
+
+impl Limiter for KeyLane {
+    fn reserve(&self, request: Request) -> Option<Grant> {
+        self.gcra.reserve_on(&self.tats.0[self.direction as usize], request)
+    }
+
+    fn refund(&self, permits: u64) {
+        self.gcra.refund_on(&self.tats.0[self.direction as usize], permits)
+    }
 }
 
 impl Rate {
@@ -102,11 +212,24 @@ impl Rate {
     pub fn new(config: RateConfig) -> Self {
         let rate = |per_second: Option<u64>| per_second.map(|n| Gcra::new(n, config.burst));
         let rates = [rate(config.recv), rate(config.send)];
-        let shared = rates.map(|rate| match config.scope {
-            RateScope::Method => rate.map(|gcra| Arc::new(SharedGcra::new(gcra)) as Arc<dyn Limiter>),
-            RateScope::Stream => None,
-        });
+        let keying = Keying::new("rate", config.key.as_ref(), config.key_fn.as_ref(), config.on_missing_key);
+        let shared = match (&config.backend, keying) {
+            (Some(backend), keying) => Shared::Backend { backend: backend.clone(), keying },
+            (None, Some(keying)) => Shared::Keyed { keying, keys: KeyedMap::new(config.max_keys) },
+            (None, None) if config.scope == RateScope::Method => {
+                Shared::Method(rates.map(|rate| rate.map(|gcra| Arc::new(SharedGcra::new(gcra)) as Arc<dyn Limiter>)))
+            }
+            (None, None) => Shared::Stream,
+        };
         Rate { config, rates, shared }
+    }
+
+    /// Keys held now (`key = ..` in this process; 0 otherwise).
+    pub fn keys(&self) -> usize {
+        match &self.shared {
+            Shared::Keyed { keys, .. } => keys.len(),
+            _ => 0,
+        }
     }
 
     fn per_second(&self, direction: Direction) -> Option<u64> {
@@ -117,11 +240,26 @@ impl Rate {
     }
 }
 
+/// Per-call state of [`Rate`]: the call's key, when the rate has one.
+#[derive(Debug, Default)] // as the trait asks of every state; `on_start` makes the one used
+pub struct RateCall(CallLimit);
+
+#[derive(Debug, Default)]
+enum CallLimit {
+    #[default]
+    None,
+    /// The key's limiters in this process.
+    Key(Arc<KeyTats>),
+    /// The backend's limiters of the call: `:<key>`, or empty for the
+    /// method's.
+    Backend(Arc<str>),
+}
+
 /// One direction's use of the rate.
 ///
 /// `credit` is what the stream may send without asking: a stream's own
 /// limiter (`scope = stream`) starts full, so the stream starts with its
-/// burst, granted when the call started; the method's limiter hands out
+/// burst, granted when the call started; a shared limiter hands out
 /// batches. The rest is made when the credit first runs out.
 #[derive(Default)] // as the trait asks of every state; `on_stream` makes the one used
 pub struct RateStream {
@@ -132,13 +270,15 @@ pub struct RateStream {
 
 /// What a stream needs once its first credit is spent.
 struct Slow {
-    /// The method's limiter (`scope = method`), or `None` for the stream's
-    /// own, whose TAT is `own`.
+    /// A limiter shared in this process (the method's or the key's), or
+    /// `None` for the stream's own, whose TAT is `own`.
     shared: Option<Arc<dyn Limiter>>,
+    /// A limiter in a backend.
+    remote: Option<Remote>,
     own: Nanos,
-    /// The next batch to ask the method's limiter for: 1, then doubled each
-    /// time up to the rate's batch, so that a short stream leaves few permits
-    /// unused.
+    /// The next batch to ask the shared limiter for: 1, then doubled each
+    /// time up to the rate's batch (a lease, from a backend), so that a
+    /// short stream leaves few permits unused.
     lease: u64,
     /// How late the last wait's wake-up came: made up for while the stream
     /// keeps asking faster than the rate, that is while it comes back for
@@ -146,9 +286,24 @@ struct Slow {
     /// been used at the rate, and [`MAX_LATE`] more).
     late: u64,
     late_until: Nanos,
-    /// The reservation the stream waits for, and its timer (kept for reuse).
+    /// The reservation the stream waits for, and its timer (kept for reuse;
+    /// also a lease's timeout).
     waiting: Option<Grant>,
     sleep: Option<Pin<Box<Sleep>>>,
+}
+
+/// A stream's limiter in a backend.
+struct Remote {
+    backend: Backend,
+    key: Arc<str>,
+    per_second: u64,
+    /// The permits a lease takes at most.
+    batch: u64,
+    /// Whether the stream's permits came from the backend (else from its
+    /// own limiter, while the backend failed).
+    leased: bool,
+    /// The lease in flight, if any (its timeout is the stream's `sleep`).
+    in_flight: Option<LeaseFuture>,
 }
 
 impl Slow {
@@ -157,6 +312,14 @@ impl Slow {
     /// rate (and a margin).
     fn granted(&mut self, now: Nanos, permits: u64, gcra: Gcra) {
         self.late_until = now.saturating_add(gcra.span(permits)).saturating_add(MAX_LATE);
+    }
+
+    /// Sets the timer to `deadline`.
+    fn sleep_until(&mut self, deadline: tokio::time::Instant) {
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
     }
 }
 
@@ -170,35 +333,60 @@ impl std::fmt::Debug for RateStream {
 }
 
 impl Drop for RateStream {
-    /// Permits taken from the method's limiter and not used go back to it.
+    /// Permits taken from a shared limiter and not used go back to it.
     fn drop(&mut self) {
         let Some(slow) = &self.slow else { return };
-        let Some(shared) = &slow.shared else { return };
         let unused = self.credit + slow.waiting.map_or(0, |grant| grant.permits);
-        if unused > 0 {
+        if unused == 0 {
+            return;
+        }
+        if let Some(shared) = &slow.shared {
             shared.refund(unused);
+        } else if let Some(remote) = slow.remote.as_ref().filter(|remote| remote.leased) {
+            remote.backend.refund(LeaseRequest {
+                key: remote.key.clone(),
+                per_second: remote.per_second,
+                burst: remote.batch,
+                permits: unused,
+                wait: false,
+                timeout: remote.backend.timeout(),
+            });
         }
     }
 }
 
 impl Interceptor for Rate {
-    type Call = ();
+    type Call = RateCall;
     type Stream = RateStream;
 
     fn name(&self) -> &'static str {
         "rate"
     }
 
-    fn on_start(&self, _: &CallContext, _: &MetadataMap) -> Result<(), Status> {
-        Ok(())
+    fn on_start(&self, ctx: &CallContext, metadata: &MetadataMap) -> Result<RateCall, Status> {
+        match &self.shared {
+            Shared::Stream | Shared::Method(_) => Ok(RateCall(CallLimit::None)),
+            Shared::Keyed { keying, keys } => {
+                let key = keying.key_of(ctx, metadata)?;
+                match keys.get(&key, gcra::now(), KeyTats::default) {
+                    Some(tats) => Ok(RateCall(CallLimit::Key(tats))),
+                    None => Err(key::too_many_keys("rate", keys.max())),
+                }
+            }
+            Shared::Backend { keying: None, .. } => Ok(RateCall(CallLimit::Backend("".into()))),
+            Shared::Backend { keying: Some(keying), .. } => {
+                let key = keying.key_of(ctx, metadata)?;
+                Ok(RateCall(CallLimit::Backend(format!(":{}", key.to_shared_name()).into())))
+            }
+        }
     }
 
-    fn on_stream(&self, _: &(), _: &CallContext, direction: Direction) -> RateStream {
-        let credit = match (self.config.scope, self.rates[direction as usize]) {
+    fn on_stream(&self, _: &RateCall, _: &CallContext, direction: Direction) -> RateStream {
+        let credit = match (&self.shared, self.rates[direction as usize]) {
             // No limit this way: credit that never runs out.
             (_, None) => u64::MAX,
-            (RateScope::Stream, Some(gcra)) => gcra.burst(),
-            (RateScope::Method, Some(_)) => 0,
+            (Shared::Stream, Some(gcra)) => gcra.burst(),
+            (_, Some(_)) => 0,
         };
         RateStream { credit, slow: None }
     }
@@ -206,7 +394,7 @@ impl Interceptor for Rate {
     #[inline]
     fn poll_message<M: prost::Message + 'static>(
         &self,
-        _: &(),
+        call: &RateCall,
         stream: &mut RateStream,
         cx: &mut Context<'_>,
         msg: &MessageRef<'_, M>,
@@ -215,36 +403,52 @@ impl Interceptor for Rate {
             stream.credit -= 1;
             return Poll::Ready(Ok(()));
         }
-        self.poll_permit(stream, cx, msg.call(), msg.direction())
+        self.poll_permit(call, stream, cx, msg.call(), msg.direction())
     }
 }
 
 impl Rate {
+    /// What a stream needs once its first credit is spent.
+    fn slow(&self, call: &RateCall, ctx: &CallContext, direction: Direction, gcra: Gcra) -> Box<Slow> {
+        let (shared, remote) = match (&self.shared, &call.0) {
+            (Shared::Method(limiters), _) => (limiters[direction as usize].clone(), None),
+            (Shared::Keyed { .. }, CallLimit::Key(tats)) => {
+                (Some(Arc::new(KeyLane { tats: tats.clone(), direction, gcra }) as Arc<dyn Limiter>), None)
+            }
+            (Shared::Backend { backend, .. }, CallLimit::Backend(key)) => {
+                let per_second = self.per_second(direction).unwrap_or(1);
+                let key = format!("{}:{}{key}", ctx.method().full_name, direction.as_str()).into();
+                let batch = backend::lease_size(per_second);
+                let remote =
+                    Remote { backend: backend.clone(), key, per_second, batch, leased: false, in_flight: None };
+                (None, Some(remote))
+            }
+            _ => (None, None),
+        };
+        // The burst a stream of its own limiter started with was granted
+        // when the call started; the failure policy's own limiter starts
+        // unset (0: full) and is set when first used.
+        let own = match (&shared, &remote) {
+            (None, None) => gcra::from_instant(ctx.started()).saturating_add(gcra.span(gcra.burst())),
+            _ => 0,
+        };
+        Box::new(Slow { shared, remote, own, lease: 1, late: 0, late_until: 0, waiting: None, sleep: None })
+    }
+
     /// A message the stream holds no permit for: takes the permits due now,
     /// waits for a reservation, or is rejected. Out of line, so that the
     /// per-message path above stays small enough to inline.
     #[inline(never)]
     fn poll_permit(
         &self,
+        call: &RateCall,
         stream: &mut RateStream,
         cx: &mut Context<'_>,
         ctx: &CallContext,
         direction: Direction,
     ) -> Poll<Result<(), Status>> {
         let Some(gcra) = self.rates[direction as usize] else { return Poll::Ready(Ok(())) };
-        let slow = stream.slow.get_or_insert_with(|| {
-            Box::new(Slow {
-                shared: self.shared[direction as usize].clone(),
-                // The burst the stream started with was granted when the
-                // call started.
-                own: gcra::from_instant(ctx.started()).saturating_add(gcra.span(gcra.burst())),
-                lease: 1,
-                late: 0,
-                late_until: 0,
-                waiting: None,
-                sleep: None,
-            })
-        });
+        let slow = stream.slow.get_or_insert_with(|| self.slow(call, ctx, direction, gcra));
         loop {
             if let Some(grant) = slow.waiting {
                 let sleep = slow.sleep.as_mut().expect("a reservation waits with its timer");
@@ -263,19 +467,20 @@ impl Rate {
             }
             let from = now.saturating_sub(slow.late);
             let wait = self.config.on_exceed == OnExceed::Wait;
-            let grant = match &slow.shared {
-                Some(shared) => {
-                    let grant = shared.reserve(Request { now, from, want: slow.lease, wait });
-                    if grant.is_some() {
-                        slow.lease = slow.lease.saturating_mul(2).min(gcra.batch());
+            let grant = if slow.remote.is_some() {
+                std::task::ready!(self.poll_lease(slow, cx, now, direction, gcra))?
+            } else {
+                match &slow.shared {
+                    Some(shared) => {
+                        let grant = shared.reserve(Request { now, from, want: slow.lease, wait });
+                        if grant.is_some() {
+                            slow.lease = slow.lease.saturating_mul(2).min(gcra.batch());
+                        }
+                        grant
                     }
-                    grant
+                    // The stream's own: all that is due, or a batch to wait for.
+                    None => own_step(slow, gcra, Request { now, from, want: u64::MAX, wait }),
                 }
-                // The stream's own: all that is due, or a batch to wait for.
-                None => gcra.step(slow.own, Request { now, from, want: u64::MAX, wait }).map(|(tat, grant)| {
-                    slow.own = tat;
-                    grant
-                }),
             };
             let Some(grant) = grant else { return Poll::Ready(Err(self.exceeded(direction))) };
             if grant.at <= now {
@@ -283,23 +488,130 @@ impl Rate {
                 stream.credit = grant.permits - 1;
                 return Poll::Ready(Ok(()));
             }
-            let deadline = gcra::to_instant(grant.at);
-            match &mut slow.sleep {
-                Some(sleep) => sleep.as_mut().reset(deadline),
-                None => slow.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
+            slow.sleep_until(gcra::to_instant(grant.at));
             slow.waiting = Some(grant);
+        }
+    }
+
+    /// Permits from the backend: a lease (started, or polled with its
+    /// timeout), or, while the backend fails, the failure policy. `Ok(None)`:
+    /// none is due and the rate does not wait.
+    fn poll_lease(
+        &self,
+        slow: &mut Slow,
+        cx: &mut Context<'_>,
+        now: Nanos,
+        direction: Direction,
+        gcra: Gcra,
+    ) -> Poll<Result<Option<Grant>, Status>> {
+        let wait = self.config.on_exceed == OnExceed::Wait;
+        let remote = slow.remote.as_mut().expect("a stream of a backend's rate");
+        if remote.in_flight.is_none() {
+            if remote.backend.is_down(now) {
+                remote.backend.skipped();
+                return Poll::Ready(self.backend_failed(slow, now, gcra, direction));
+            }
+            let request = LeaseRequest {
+                key: remote.key.clone(),
+                per_second: remote.per_second,
+                burst: self.config.burst.unwrap_or(1).max(remote.batch),
+                permits: slow.lease,
+                wait,
+                timeout: remote.backend.timeout(),
+            };
+            remote.in_flight = Some(remote.backend.lease(request));
+            let deadline = tokio::time::Instant::now() + remote.backend.timeout();
+            slow.sleep_until(deadline);
+        }
+        let remote = slow.remote.as_mut().expect("a stream of a backend's rate");
+        let lease = remote.in_flight.as_mut().expect("a lease in flight");
+        let answer = match lease.as_mut().poll(cx) {
+            Poll::Ready(answer) => answer,
+            Poll::Pending => {
+                let sleep = slow.sleep.as_mut().expect("a lease waits with its timeout");
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                remote.in_flight = None;
+                let timeout = remote.backend.timeout();
+                let why = format!("no answer to a lease within {timeout:?}");
+                remote.backend.failed(now, true, &why, self.config.on_backend_error);
+                return Poll::Ready(self.backend_failed(slow, now, gcra, direction));
+            }
+        };
+        remote.in_flight = None;
+        match answer {
+            Ok(lease) => {
+                remote.backend.answered(&lease);
+                if lease.permits == 0 {
+                    return Poll::Ready(Ok(None));
+                }
+                slow.lease = slow.lease.saturating_mul(2).min(remote.batch);
+                remote.leased = true;
+                let wait = u64::try_from(lease.wait.as_nanos()).unwrap_or(u64::MAX);
+                Poll::Ready(Ok(Some(Grant { permits: lease.permits, at: now.saturating_add(wait) })))
+            }
+            Err(error) => {
+                remote.backend.failed(now, false, &error, self.config.on_backend_error);
+                Poll::Ready(self.backend_failed(slow, now, gcra, direction))
+            }
+        }
+    }
+
+    /// The backend failed or is down: the stream goes on limited by itself,
+    /// or the call ends with UNAVAILABLE.
+    #[cold]
+    fn backend_failed(
+        &self,
+        slow: &mut Slow,
+        now: Nanos,
+        gcra: Gcra,
+        direction: Direction,
+    ) -> Result<Option<Grant>, Status> {
+        let name = slow.remote.as_ref().map_or("backend", |remote| remote.backend.name());
+        match self.config.on_backend_error {
+            OnBackendError::Reject => Err(Status::unavailable(format!(
+                "rate: the limiter backend `{name}` is unavailable, and the rate of {} messages per second ({}) is \
+                 kept there (on_backend_error = reject)",
+                self.per_second(direction).unwrap_or_default(),
+                direction.as_str(),
+            ))),
+            OnBackendError::Allow => {
+                if let Some(remote) = &mut slow.remote {
+                    remote.leased = false;
+                }
+                if slow.own == 0 {
+                    // First used now: full.
+                    slow.own = now;
+                }
+                let wait = self.config.on_exceed == OnExceed::Wait;
+                Ok(own_step(slow, gcra, Request { now, from: now, want: gcra.batch(), wait }))
+            }
         }
     }
 
     /// RESOURCE_EXHAUSTED for `on_exceed = reject`.
     #[cold]
     fn exceeded(&self, direction: Direction) -> Status {
+        let whose = match &self.shared {
+            Shared::Stream => "",
+            Shared::Method(_) => " for all streams of the method",
+            Shared::Keyed { .. } => " for the streams of this key",
+            Shared::Backend { keying: Some(_), .. } => " for the streams of this key on every server",
+            Shared::Backend { keying: None, .. } => " for all streams of the method on every server",
+        };
         Status::resource_exhausted(format!(
-            "rate limit exceeded: at most {} messages per second ({}){}",
+            "rate limit exceeded: at most {} messages per second ({}){whose}",
             self.per_second(direction).unwrap_or_default(),
             direction.as_str(),
-            if self.config.scope == RateScope::Method { " for all streams of the method" } else { "" },
         ))
     }
+}
+
+/// A request to the stream's own limiter (TAT `slow.own`).
+fn own_step(slow: &mut Slow, gcra: Gcra, request: Request) -> Option<Grant> {
+    gcra.step(slow.own, request).map(|(tat, grant)| {
+        slow.own = tat;
+        grant
+    })
 }

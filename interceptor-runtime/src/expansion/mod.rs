@@ -17,4 +17,8 @@ pub use dispatch::{
     in_shape, kind, out_shape, prelude, reply_probe, request_probe, with, HandlerRequest, HandlerResult,
 };
 pub use names::Names;
+#[cfg(feature = "rate")]
+pub use options::backend;
+#[cfg(any(feature = "rate", feature = "budget"))]
+pub use options::metadata_key;
 pub use options::{duration, int, size, with_per_call, BadOption, Methods};

@@ -200,6 +200,20 @@ pub fn duration(option: &'static str, value: impl DurationValue) -> Result<Durat
     }
 }
 
+/// `key = metadata(name)`'s name: a metadata key a limit may be kept per.
+#[cfg(any(feature = "rate", feature = "budget"))]
+pub fn metadata_key(option: &'static str, name: impl AsRef<str>) -> Result<crate::key::Key, BadOption> {
+    crate::key::Key::metadata(name.as_ref()).map_err(|why| BadOption::new(option, why))
+}
+
+/// `backend = ..`'s value.
+#[cfg(feature = "rate")]
+#[inline]
+pub fn backend(option: &'static str, value: impl crate::rate::IntoBackend) -> Result<crate::rate::Backend, BadOption> {
+    let _ = option;
+    Ok(value.into_backend())
+}
+
 /// A `with = ..` value evaluated on every call (it mentions `self`): the
 /// calls whose values are equal share one interceptor.
 #[diagnostic::on_unimplemented(

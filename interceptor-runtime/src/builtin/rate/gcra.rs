@@ -176,10 +176,11 @@ impl Gcra {
     }
 }
 
-/// A limiter shared by many streams: the shape of what a method's streams
-/// ask for their permits. [`SharedGcra`] is the one in this process; a
-/// limiter kept elsewhere (per client, or in a store shared by servers) would
-/// answer the same two questions, one round trip per batch of permits.
+/// A limiter shared by many streams in this process: the shape of what a
+/// method's streams (or a key's) ask for their permits. [`SharedGcra`] is a
+/// method's; a key's is its TAT in the keyed map. A limiter kept in a store
+/// shared by servers answers the same questions, but a round trip away:
+/// see [`super::backend::LimiterBackend`].
 pub(crate) trait Limiter: Send + Sync + fmt::Debug {
     /// Permits for one stream (see [`Gcra::step`]).
     fn reserve(&self, request: Request) -> Option<Grant>;
@@ -206,20 +207,33 @@ impl SharedGcra {
 
 impl Limiter for SharedGcra {
     fn reserve(&self, request: Request) -> Option<Grant> {
+        self.gcra.reserve_on(&self.tat, request)
+    }
+
+    fn refund(&self, permits: u64) {
+        self.gcra.refund_on(&self.tat, permits)
+    }
+}
+
+impl Gcra {
+    /// Serves `request` from the limiter whose TAT is `tat`, shared by
+    /// threads: a compare-and-swap.
+    pub(crate) fn reserve_on(&self, tat: &AtomicU64, request: Request) -> Option<Grant> {
         let mut grant = None;
         // Only the TAT itself is shared: no other memory is published with
         // it, so relaxed ordering is enough.
-        let _ = self.tat.fetch_update(Relaxed, Relaxed, |tat| {
-            let (next, granted) = self.gcra.step(tat, request)?;
+        let _ = tat.fetch_update(Relaxed, Relaxed, |tat| {
+            let (next, granted) = self.step(tat, request)?;
             grant = Some(granted);
             Some(next)
         });
         grant
     }
 
-    fn refund(&self, permits: u64) {
-        let back = self.gcra.span(permits);
-        let _ = self.tat.fetch_update(Relaxed, Relaxed, |tat| Some(tat.saturating_sub(back)));
+    /// Gives `permits` back to the limiter whose TAT is `tat`.
+    pub(crate) fn refund_on(&self, tat: &AtomicU64, permits: u64) {
+        let back = self.span(permits);
+        let _ = tat.fetch_update(Relaxed, Relaxed, |tat| Some(tat.saturating_sub(back)));
     }
 }
 
