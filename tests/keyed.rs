@@ -1,8 +1,8 @@
 //! Limits per client, kept in this process: `rate(.., key = ..)` and
 //! `budget(streams = N, key = ..)`.
 //!
-//! - what a client sees, on real tonic servers over loopback (with the
-//!   layers of the README's setup): a call without the key and its status,
+//! - what a client sees, on real tonic servers over loopback (the shared
+//!   harness's, with the README's layer): a call without the key and its status,
 //!   `key = peer`, `key_fn`, concurrent calls per key, the cap on keys;
 //! - rates, under tokio's paused clock with the handlers called in-process:
 //!   two keys each get their own rate, one key's streams share theirs.
@@ -10,41 +10,28 @@
 //! `tests/keyed_memory.rs` checks that 100,000 distinct keys keep memory
 //! bounded; `tests/redis.rs` the limits shared by servers through Redis.
 
+mod common;
+
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     sync::{Mutex, OnceLock},
     time::Duration,
 };
 
 use interceptor_examples::pb::{
-    route_guide_client::RouteGuideClient,
-    route_guide_server::{RouteGuide, RouteGuideServer},
-    Feature, Point, Rectangle, RouteNote, RouteSummary,
+    route_guide_client::RouteGuideClient, route_guide_server::RouteGuide, Feature, Point, Rectangle, RouteNote,
+    RouteSummary,
 };
 use interceptor_runtime::{intercept, testing::streaming_request, CallContext, Inbound};
 use tokio::time::Instant;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
     codegen::BoxStream, metadata::MetadataMap, transport::Channel, Code, Request, Response, Status, Streaming,
 };
 
-/// Serves `service` on a free loopback port with the README's layers.
-async fn serve<S: RouteGuide>(service: S) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
-    let addr = listener.local_addr().expect("its address");
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .layer(interceptor_runtime::InterceptLayer::new())
-            .add_service(RouteGuideServer::new(service))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    addr
-}
-
-async fn connect<S: RouteGuide>(service: S) -> RouteGuideClient<Channel> {
-    let addr = serve(service).await;
-    RouteGuideClient::connect(format!("http://{addr}")).await.expect("the server accepts")
+/// Serves `service` on loopback (the harness's server, with the README's
+/// layer) and connects; keep the server: dropping it stops it.
+async fn connect<S: RouteGuide>(service: S) -> (RouteGuideClient<Channel>, common::Server) {
+    common::serve_and_connect(service).await
 }
 
 /// When each point reached its handler, by service and `x-api-key`.
@@ -181,7 +168,7 @@ service!(
 #[tokio::test]
 async fn a_call_without_its_key_gets_a_status_that_names_it() {
     bounded(async {
-        let mut client = connect(NeedsKey).await;
+        let (mut client, _server) = connect(NeedsKey).await;
         let status = client.get_feature(Point::default()).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(
@@ -193,12 +180,12 @@ async fn a_call_without_its_key_gets_a_status_that_names_it() {
         let found = client.get_feature(with_key(Request::new(Point::default()), "k1")).await.unwrap();
         assert_eq!(found.into_inner().name, "k1");
 
-        let mut client = connect(NeedsKeyOrUnauthenticated).await;
+        let (mut client, _server) = connect(NeedsKeyOrUnauthenticated).await;
         let status = client.get_feature(Point::default()).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
         assert!(status.message().contains("`x-api-key`"), "{}", status.message());
 
-        let mut client = connect(SharesWithoutKey).await;
+        let (mut client, _server) = connect(SharesWithoutKey).await;
         client.get_feature(Point::default()).await.expect("calls without a key share one limit");
     })
     .await;
@@ -218,7 +205,7 @@ service!(
 #[tokio::test]
 async fn keys_from_the_peer_and_from_a_function() {
     bounded(async {
-        let mut client = connect(ByPeer).await;
+        let (mut client, _server) = connect(ByPeer).await;
         let mut held = client.list_features(Rectangle::default()).await.unwrap().into_inner();
         assert_eq!(held.message().await.unwrap().unwrap().name, "held");
         let status = client.list_features(Rectangle::default()).await.unwrap_err();
@@ -226,7 +213,7 @@ async fn keys_from_the_peer_and_from_a_function() {
         assert!(status.message().contains("for this key"), "{}", status.message());
         drop(held);
 
-        let mut client = connect(ByTenant).await;
+        let (mut client, _server) = connect(ByTenant).await;
         let mut request = Request::new(Point::default());
         request.metadata_mut().insert("authorization", "Bearer tenant-7".parse().unwrap());
         client.get_feature(request).await.expect("a tenant's call");
@@ -234,7 +221,7 @@ async fn keys_from_the_peer_and_from_a_function() {
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(status.message(), "rate: the key function `tenant_of` found no key for the call");
 
-        let mut client = connect(ByClosure).await;
+        let (mut client, _server) = connect(ByClosure).await;
         client.get_feature(with_key(Request::new(Point::default()), "x")).await.expect("a keyed call");
     })
     .await;
@@ -266,7 +253,7 @@ async fn eventually<T, F: std::future::Future<Output = Result<T, Status>>>(mut c
 #[tokio::test]
 async fn concurrent_calls_are_counted_per_key() {
     bounded(async {
-        let client = connect(StreamsPerKey).await;
+        let (client, _server) = connect(StreamsPerKey).await;
         let hold = |key: &'static str| {
             let mut client = client.clone();
             async move { client.list_features(with_key(Request::new(Rectangle::default()), key)).await }
@@ -297,7 +284,7 @@ service!(
 #[tokio::test]
 async fn a_new_key_past_the_cap_is_rejected_until_a_key_is_free() {
     bounded(async {
-        let client = connect(CappedKeys).await;
+        let (client, _server) = connect(CappedKeys).await;
         let hold = |key: &'static str| {
             let mut client = client.clone();
             async move { client.list_features(with_key(Request::new(Rectangle::default()), key)).await }

@@ -23,9 +23,8 @@ use std::{
 
 use common::redis::RedisServer;
 use interceptor_examples::pb::{
-    route_guide_client::RouteGuideClient,
-    route_guide_server::{RouteGuide, RouteGuideServer},
-    Feature, Point, Rectangle, RouteNote, RouteSummary,
+    route_guide_client::RouteGuideClient, route_guide_server::RouteGuide, Feature, Point, Rectangle, RouteNote,
+    RouteSummary,
 };
 use interceptor_runtime::{
     intercept,
@@ -33,7 +32,6 @@ use interceptor_runtime::{
     Inbound,
 };
 use tokio::time::Instant;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{codegen::BoxStream, Code, Request, Response, Status, Streaming};
 
 /// When each point reached a handler, by the replica's group.
@@ -103,16 +101,13 @@ macro_rules! replica {
 replica!(Replica:);
 replica!(StrictReplica: , on_backend_error = reject);
 
-/// Serves `service` on a free loopback port with the README's layers.
+/// Serves `service` on loopback (the harness's server, with the README's
+/// layer); the server runs until the test ends.
 async fn serve<S: RouteGuide>(service: S) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
-    let addr = listener.local_addr().expect("its address");
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .layer(interceptor_runtime::InterceptLayer::new())
-            .add_service(RouteGuideServer::new(service))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let server = common::serve(service).await;
+    let addr = server.addr();
+    // The test's runtime ends with the test: that stops it.
+    std::mem::forget(server);
     addr
 }
 
