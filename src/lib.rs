@@ -170,7 +170,7 @@ macro_rules! route_guide {
 }
 
 route_guide! {
-    /// The demo service: `otel` (first, so that it sees every call) and
+    /// The demo service: `otel` (which runs first, so that it sees every call) and
     /// `monitor` on every method from the impl, and a message-size warning
     /// added on `route_chat`.
     Guide,

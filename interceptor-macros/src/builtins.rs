@@ -41,6 +41,9 @@ pub(crate) struct Builtin {
     pub(crate) usage: &'static str,
     /// Options that need or exclude others.
     pub(crate) rules: &'static [Rule],
+    /// Runs before every interceptor without this mark, wherever it is
+    /// written (`otel`: its span must cover the others' rejections).
+    pub(crate) runs_first: bool,
 }
 
 /// An option given with `name(..)` needs one of `needs` (if any), and none
@@ -123,6 +126,7 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         needs_one_of: &[],
         usage: "`monitor` or `monitor(warn_size = \"1MiB\")`",
         rules: &[],
+        runs_first: false,
     },
     Builtin {
         name: "rate",
@@ -223,6 +227,7 @@ pub(crate) const BUILTINS: &[Builtin] = &[
                 why: "it says what a stream does while the backend fails",
             },
         ],
+        runs_first: false,
     },
     Builtin {
         name: "budget",
@@ -291,6 +296,7 @@ pub(crate) const BUILTINS: &[Builtin] = &[
                 why: "it says what a call without the key gets",
             },
         ],
+        runs_first: false,
     },
     Builtin {
         name: "otel",
@@ -304,6 +310,7 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         needs_one_of: &[],
         usage: "`otel` (it takes no options)",
         rules: &[],
+        runs_first: true,
     },
 ];
 

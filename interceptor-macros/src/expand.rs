@@ -443,12 +443,12 @@ impl Values {
     }
 }
 
-/// The interceptors, in the order written: `Chain::new(a, Chain::new(b, c))`.
+/// The interceptors, in run order (see [`in_run_order`]): `Chain::new(a, Chain::new(b, c))`.
 fn chain(items: &[Interceptor], values: &mut Values) -> Result<TokenStream> {
     // Every interceptor that cannot be built is reported, not just the first.
     let mut built = Vec::new();
     let mut error: Option<Error> = None;
-    for item in items {
+    for item in in_run_order(items) {
         match interceptor(item, values) {
             Ok(tokens) => built.push(tokens),
             Err(e) => match &mut error {
@@ -463,6 +463,17 @@ fn chain(items: &[Interceptor], values: &mut Values) -> Result<TokenStream> {
     let mut iter = built.into_iter().rev();
     let Some(last) = iter.next() else { return Ok(quote!(())) };
     Ok(iter.fold(last, |rest, first| quote!(__icpt::Chain::new(#first, #rest))))
+}
+
+/// The order the chain runs them in: as written, except that a built-in
+/// that `runs_first` (`otel`) moves ahead of the rest (a stable sort, so
+/// several such keep their order).
+///
+/// Input: `monitor, with = Auth, otel`. Output: `otel, monitor, with = Auth`.
+fn in_run_order(items: &[Interceptor]) -> Vec<&Interceptor> {
+    let mut ordered: Vec<&Interceptor> = items.iter().collect();
+    ordered.sort_by_key(|item| !matches!(item, Interceptor::Builtin(b) if b.row.runs_first));
+    ordered
 }
 
 fn interceptor(item: &Interceptor, values: &mut Values) -> Result<TokenStream> {

@@ -369,3 +369,20 @@ fn a_stream_type_named_inside_another_is_not_written_out() {
     );
     assert!(expanded.is_ok(), "{}", expanded.unwrap_err());
 }
+
+/// `otel` runs first wherever it is written, so that its span covers what
+/// the others reject; the rest keep the order written.
+#[test]
+fn otel_runs_first_wherever_written() {
+    let expanded = expand(
+        quote!(monitor, with = Auth, otel),
+        quote! {
+            async fn get_feature(&self, request: Request<Point>) -> Result<Response<Feature>, Status> {
+                Ok(Response::new(Feature::default()))
+            }
+        },
+    );
+    let at = |needle: &str| expanded.find(needle).unwrap_or_else(|| panic!("no `{needle}` in:\n{expanded}"));
+    assert!(at("Otel::new") < at("Monitor::new"), "{expanded}");
+    assert!(at("Monitor::new") < at("Auth"), "{expanded}");
+}
