@@ -55,14 +55,14 @@
 //! - Install the tracer and meter providers before the first intercepted
 //!   call: the tracer and the histogram are taken from them once, for the
 //!   process (instrumentation scope `interceptor-runtime`).
-//! - Write `otel` first. Interceptors run in the order written, and one that
-//!   rejects a call before its handler runs (`budget(streams = ..)`, a `with`
-//!   check) leaves no span when it comes before `otel`; after it, the
-//!   rejection is the span's status (UNAUTHENTICATED, RESOURCE_EXHAUSTED ..).
-//!   On an impl and a method, the impl's list comes first.
+//! - `otel` always runs first, wherever it is written in the list (the
+//!   others run in the order written), so that its span covers what they do:
+//!   an interceptor that rejects a call before its handler runs
+//!   (`budget(streams = ..)`, a `with` check) makes the rejection the span's
+//!   status (UNAUTHENTICATED, RESOURCE_EXHAUSTED ..).
 //! - Give the server [`InterceptLayer`](crate::InterceptLayer), so that
 //!   `rpc.method` is the name clients call; without it the names are guessed
-//!   from the Rust code (see the README's "Method names").
+//!   from the Rust code (see [Method names](crate#method-names)).
 //!
 //! # Example
 //! ```
@@ -74,7 +74,7 @@
 //! struct Pinger;
 //!
 //! impl Pinger {
-//!     // `otel` first; a server gets the service's name from `InterceptLayer`.
+//!     // A server gets the service's name from `InterceptLayer`.
 //!     #[intercept(otel, service = "demo.Pinger")]
 //!     async fn ping(&self, request: Request<()>) -> Result<Response<()>, Status> {
 //!         Ok(Response::new(request.into_inner()))
