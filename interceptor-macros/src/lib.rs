@@ -67,6 +67,61 @@ use proc_macro::TokenStream;
 /// - Anywhere else (a trait definition, a struct, a free function that is
 ///   not a handler) it is a compile error that says where it goes.
 ///
+/// ```
+/// use interceptor_runtime::intercept;
+/// use tonic::codegen::tokio_stream::{self, Stream, StreamExt};
+/// use tonic::{Code, Request, Response, Status, Streaming};
+///
+/// /// A service trait, as tonic-build generates it.
+/// pub mod words_server {
+///     use super::*;
+///     pub const SERVICE_NAME: &str = "demo.Words";
+///     #[tonic::async_trait]
+///     pub trait Words: Send + Sync + 'static {
+///         async fn count(&self, request: Request<Streaming<String>>) -> Result<Response<u64>, Status>;
+///         type SpellStream: Stream<Item = Result<String, Status>> + Send + 'static;
+///         async fn spell(&self, request: Request<String>) -> Result<Response<Self::SpellStream>, Status>;
+///     }
+/// }
+///
+/// struct Words;
+///
+/// #[intercept(monitor, budget = 100)] // every handler of the impl
+/// #[tonic::async_trait]
+/// impl words_server::Words for Words {
+///     async fn count(&self, request: Request<Streaming<String>>) -> Result<Response<u64>, Status> {
+///         let mut words = request.into_inner(); // an `Inbound<String>`, with `Streaming`'s API
+///         let mut n = 0;
+///         while let Some(_word) = words.message().await? {
+///             n += 1;
+///         }
+///         Ok(Response::new(n))
+///     }
+///
+///     // Becomes `Outbound<tokio_stream::Iter<..>>`; in the bodies, `Self::SpellStream` is still this.
+///     type SpellStream = tokio_stream::Iter<std::vec::IntoIter<Result<String, Status>>>;
+///
+///     #[intercept(budget = 3)] // this method's budget, in place of the impl's
+///     async fn spell(&self, request: Request<String>) -> Result<Response<Self::SpellStream>, Status> {
+///         let letters: Vec<_> = request.into_inner().chars().map(|c| Ok(c.to_string())).collect();
+///         Ok(Response::new(tokio_stream::iter(letters)))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use words_server::Words as _;
+///
+/// let mut letters = Words.spell(Request::new("tonic".into())).await.unwrap().into_inner();
+/// for _ in 0..3 {
+///     assert!(letters.next().await.unwrap().is_ok());
+/// }
+/// let status = letters.next().await.unwrap().unwrap_err();
+/// assert_eq!(status.code(), Code::ResourceExhausted);
+/// assert_eq!(status.message(), "budget: 3 messages per stream used up (send)");
+/// # }
+/// ```
+///
 /// A handler is `async fn name(&self, request: Request<T>) -> Result<Response<U>, Status>`
 /// (or `#[tonic::async_trait]`'s rewrite of one), its types written in any
 /// way that means the same: aliases (`type Result<T> = std::result::Result<Response<T>, Status>`,
