@@ -7,7 +7,7 @@
 //! - [`quota`]: a quota lookup that awaits a (mock) remote service before
 //!   the handler runs, with [`check_async`] and a time limit.
 //!
-//! ```ignore
+//! ```text
 //! #[intercept(monitor, with = TokenCheck::bearer("secret"), with = note_validator(256))]
 //! #[tonic::async_trait]
 //! impl RouteGuide for SecureGuide { .. }

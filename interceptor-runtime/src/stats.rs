@@ -25,9 +25,10 @@ use tonic::Code;
 use crate::engine::CallContext;
 use crate::engine::{MethodInfo, RpcKind};
 
-/// Running totals of one method.
+/// Running totals of one method, which `monitor` adds to; read through
+/// [`MethodSnapshot`].
 #[derive(Debug)]
-pub struct MethodStats {
+pub(crate) struct MethodStats {
     info: MethodInfo,
     started: AtomicU64,
     finished: AtomicU64,

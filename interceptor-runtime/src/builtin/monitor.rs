@@ -1,13 +1,18 @@
 //! `monitor`: per-call counts, a tracing span and end event, a warning for
 //! large messages, and per-method totals in [`crate::stats`]. With the
 //! `metrics` feature it also exports through the `metrics` facade, under the
-//! names gRPC dashboards expect (see [`crate::metrics`]).
+//! names gRPC dashboards expect (see the [`metrics`] module).
 //!
 //! Per message, monitor writes nothing that other streams share: the counts
 //! are the call's own, the per-method totals take them when the call ends,
 //! and the metrics counters take them in batches (every 256 messages, within
 //! 100 ms of when a direction goes quiet, and at the end of the call; see
-//! [`crate::metrics`]).
+//! the [`metrics`] module).
+//!
+// The `metrics` module exists with its feature only: link to it then, to
+// the crate docs' section otherwise.
+#![cfg_attr(feature = "metrics", doc = "[`metrics`]: crate::metrics")]
+#![cfg_attr(not(feature = "metrics"), doc = "[`metrics`]: crate#metrics")]
 
 use std::sync::{Arc, OnceLock};
 #[cfg(feature = "metrics")]

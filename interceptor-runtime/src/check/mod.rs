@@ -12,21 +12,37 @@
 //! Each is a value for `with = ..`, named by `.named("..")` (the name the
 //! stats' and the outcome's `ended_by` give when it rejects a call):
 //!
-//! ```ignore
+//! ```
 //! use interceptor_runtime::{check_metadata, intercept, validate};
+//! use tonic::{Code, Request, Response, Status};
 //!
-//! #[intercept(
-//!     with = check_metadata(|_, md| match md.get("x-tenant") {
-//!         Some(_) => Ok(()),
-//!         None => Err(Status::invalid_argument("missing `x-tenant` metadata")),
-//!     }).named("tenant"),
-//!     with = validate(|note: &RouteNote| match note.message.is_empty() {
-//!         true => Err(Status::invalid_argument("a note must say something")),
-//!         false => Ok(()),
-//!     }),
-//! )]
-//! #[tonic::async_trait]
-//! impl RouteGuide for Guide { .. }
+//! struct Notes;
+//!
+//! impl Notes {
+//!     #[intercept(
+//!         with = check_metadata(|_, md| match md.get("x-tenant") {
+//!             Some(_) => Ok(()),
+//!             None => Err(Status::invalid_argument("missing `x-tenant` metadata")),
+//!         })
+//!         .named("tenant"),
+//!         with = validate(|note: &String| match note.is_empty() {
+//!             true => Err(Status::invalid_argument("a note must say something")),
+//!             false => Ok(()),
+//!         }),
+//!         service = "demo.Notes",
+//!     )]
+//!     async fn add(&self, _: Request<String>) -> Result<Response<()>, Status> {
+//!         Ok(Response::new(()))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let mut note = Request::new(String::new());
+//! note.metadata_mut().insert("x-tenant", "acme".parse().unwrap());
+//! let status = Notes.add(note).await.unwrap_err(); // an empty note
+//! assert_eq!((status.code(), status.message()), (Code::InvalidArgument, "a note must say something"));
+//! # }
 //! ```
 //!
 //! A check that needs state of its own per call or per stream, or several

@@ -63,9 +63,8 @@ pub enum NameSource {
     /// by [`InterceptLayer`](crate::InterceptLayer)) or the request's
     /// `tonic::GrpcMethod`. Exactly as clients call the method.
     Request,
-    /// The service as written in `service = ".."` (or given to
-    /// [`MethodInfo::new`]); the method as the request names it, or, when it
-    /// names none, derived from the handler's name.
+    /// The service as written in `service = ".."`; the method as the request
+    /// names it, or, when it names none, derived from the handler's name.
     Given,
     /// Guessed from the Rust code, because the first call's request named no
     /// method (a server without `InterceptLayer`, a handler called
@@ -77,8 +76,10 @@ pub enum NameSource {
 }
 
 impl MethodInfo {
-    /// Describes a method; the strings are leaked once per method.
-    pub fn new(service: &str, method: &str, kind: RpcKind) -> Self {
+    /// Describes a method; the strings are leaked once per method. The
+    /// engine names a method by [`MethodInfo::named`]; this is for its tests.
+    #[cfg(test)]
+    pub(crate) fn new(service: &str, method: &str, kind: RpcKind) -> Self {
         MethodInfo::named(service, method, kind, NameSource::Given)
     }
 

@@ -106,19 +106,37 @@ where
 
 /// A response stream type an intercepted handler may return: the handler body
 /// produces `Inner`, the client gets `Self`.
+///
+/// Implemented for [`Outbound<S>`](Outbound) and for a boxed stream,
+/// `Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>` (that is
+/// `tonic::codegen::BoxStream<T>`), and sealed: the expansion relies on
+/// these impls alone.
 #[diagnostic::on_unimplemented(
     message = "`#[intercept]` cannot wrap the response stream type `{Self}`",
     label = "the handler's declared stream type",
     note = "put `#[intercept(..)]` on the impl block (above `#[tonic::async_trait]`): it rewrites `type XStream = S;` for you",
     note = "or declare `type XStream = interceptor_runtime::Outbound<S>;`, or use a boxed stream (`tonic::codegen::BoxStream<T>`)"
 )]
-pub trait OutboundStream: Sized {
+pub trait OutboundStream: sealed::Sealed + Sized {
     /// What the handler body returns.
     type Inner;
     /// The message type.
     type Message: prost::Message + 'static;
     #[doc(hidden)]
     fn wrap(inner: Self::Inner, handle: DirectionHandle<Self::Message>) -> Self;
+}
+
+/// Only this crate implements [`OutboundStream`]: the expansion relies on
+/// `wrap` being one of the impls below.
+mod sealed {
+    pub trait Sealed {}
+}
+
+impl<S> sealed::Sealed for Outbound<S>
+where
+    S: TryStream<Error = Status>,
+    S::Ok: prost::Message + 'static,
+{
 }
 
 impl<S> OutboundStream for Outbound<S>
@@ -135,6 +153,11 @@ where
 
 macro_rules! boxed_stream {
     ($($bounds:tt)*) => {
+        impl<T: prost::Message + 'static> sealed::Sealed
+            for Pin<Box<dyn Stream<Item = Result<T, Status>> $($bounds)*>>
+        {
+        }
+
         impl<T: prost::Message + 'static> OutboundStream
             for Pin<Box<dyn Stream<Item = Result<T, Status>> $($bounds)*>>
         {

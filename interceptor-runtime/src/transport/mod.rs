@@ -13,7 +13,7 @@
 //! call, and tells the call's engine:
 //!
 //! - the method's names as the client called it, `/package.Service/Method`
-//!   (read once, on the method's first call: see [`names`]);
+//!   (read once, on the method's first call; see [Method names](crate#method-names));
 //! - when the request body fails (the client reset the stream, closed or
 //!   lost its connection), the handler's [`Inbound`](crate::Inbound) yields
 //!   CANCELLED, with what happened, instead of a clean end, and the call

@@ -55,13 +55,14 @@
 //! - Install the tracer and meter providers before the first intercepted
 //!   call: the tracer and the histogram are taken from them once, for the
 //!   process (instrumentation scope `interceptor-runtime`).
-//! - `otel` runs first, wherever it is written (the others keep the order
-//!   written): a call that another interceptor rejects before its handler
-//!   runs (`budget(streams = ..)`, a `with` check) still has its span, with
-//!   the rejection as its status (UNAUTHENTICATED, RESOURCE_EXHAUSTED ..).
+//! - `otel` always runs first, wherever it is written in the list (the
+//!   others run in the order written), so that its span covers what they do:
+//!   an interceptor that rejects a call before its handler runs
+//!   (`budget(streams = ..)`, a `with` check) makes the rejection the span's
+//!   status (UNAUTHENTICATED, RESOURCE_EXHAUSTED ..).
 //! - Give the server [`InterceptLayer`](crate::InterceptLayer), so that
 //!   `rpc.method` is the name clients call; without it the names are guessed
-//!   from the Rust code (see the README's "Method names").
+//!   from the Rust code (see [Method names](crate#method-names)).
 //!
 //! # Example
 //! ```

@@ -135,12 +135,28 @@ pub enum OnBackendError {
 /// `rate(.., backend = ..)` takes. Cheap to clone; clones share the
 /// backend, its down time and its counts.
 ///
-/// ```ignore
+/// With Redis (feature `redis`):
+///
+#[cfg_attr(feature = "redis", doc = "```no_run")]
+#[cfg_attr(not(feature = "redis"), doc = "```text")]
+/// use std::{sync::LazyLock, time::Duration};
+///
+/// use interceptor_runtime::{intercept, rate::{Backend, RedisBackend}};
+/// use tonic::{Request, Response, Status};
+///
 /// static REDIS: LazyLock<Backend> = LazyLock::new(|| {
 ///     Backend::new(RedisBackend::new("redis://127.0.0.1:6379").expect("a redis:// URL"))
 ///         .lease_timeout(Duration::from_millis(50))
 /// });
-/// #[intercept(rate(recv = 100, key = metadata("x-api-key"), backend = REDIS.clone()))]
+///
+/// struct Uploads;
+///
+/// impl Uploads {
+///     #[intercept(rate(recv = 100, key = metadata("x-api-key"), backend = REDIS.clone()))]
+///     async fn upload(&self, _: Request<String>) -> Result<Response<()>, Status> {
+///         Ok(Response::new(()))
+///     }
+/// }
 /// ```
 #[derive(Clone)]
 pub struct Backend {
