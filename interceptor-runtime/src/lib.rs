@@ -721,6 +721,18 @@
 //! ```
 //!
 // Links to the items of features that may be off: to the item, or else to this page's section.
+#![cfg_attr(feature = "monitor", doc = "[`monitor`]: crate::monitor")]
+#![cfg_attr(not(feature = "monitor"), doc = "[`monitor`]: #monitor")]
+#![cfg_attr(feature = "rate", doc = "[`rate`]: crate::rate")]
+#![cfg_attr(not(feature = "rate"), doc = "[`rate`]: #rate")]
+#![cfg_attr(feature = "budget", doc = "[`budget`]: crate::budget")]
+#![cfg_attr(not(feature = "budget"), doc = "[`budget`]: #budget")]
+#![cfg_attr(any(feature = "rate", feature = "budget"), doc = "[`key`]: crate::key")]
+#![cfg_attr(not(any(feature = "rate", feature = "budget")), doc = "[`key`]: #rate")]
+#![cfg_attr(feature = "rate", doc = "[`rate::Backend`]: crate::rate::Backend")]
+#![cfg_attr(not(feature = "rate"), doc = "[`rate::Backend`]: #rate")]
+#![cfg_attr(feature = "rate", doc = "[`rate::LimiterBackend`]: crate::rate::LimiterBackend")]
+#![cfg_attr(not(feature = "rate"), doc = "[`rate::LimiterBackend`]: #rate")]
 #![cfg_attr(feature = "metrics", doc = "[`metrics`]: crate::metrics")]
 #![cfg_attr(not(feature = "metrics"), doc = "[`metrics`]: #metrics")]
 #![cfg_attr(feature = "otel", doc = "[`otel`]: crate::otel")]
