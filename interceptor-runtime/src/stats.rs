@@ -292,11 +292,18 @@ pub fn method(full_name: &str) -> Option<MethodSnapshot> {
 /// # }
 /// ```
 pub fn since(before: &[MethodSnapshot]) -> Vec<MethodSnapshot> {
-    let moved = snapshot().into_iter().map(|now| match before.iter().find(|b| b.method == now.method) {
+    moved(snapshot(), before)
+}
+
+/// [`since`], from the totals `now`.
+fn moved(now: Vec<MethodSnapshot>, before: &[MethodSnapshot]) -> Vec<MethodSnapshot> {
+    let moved = now.into_iter().map(|now| match before.iter().find(|b| b.method == now.method) {
         Some(earlier) => now.since(earlier),
         None => now,
     });
-    moved.filter(|m| m.started > 0 || m.finished > 0).collect()
+    // A call that finished since was in flight then or started since: both
+    // count as started, so a method with nothing started had nothing finish.
+    moved.filter(|m| m.started > 0).collect()
 }
 
 /// Starts every method's totals over: [`snapshot`] and [`method`] count
@@ -371,6 +378,18 @@ mod tests {
         // Nothing moved: all zero, nothing left over.
         let still = earlier.since(&earlier);
         assert_eq!((still.started, still.finished, still.codes.len(), still.ended_by.len()), (2, 0, 0, 0));
+    }
+
+    /// `since` lists the methods that moved: one whose only call started
+    /// since and is still running, one with calls in flight then, not one
+    /// with none then and none since.
+    #[test]
+    fn since_lists_the_methods_with_calls_started_or_in_flight() {
+        let named = |method, started, finished| MethodSnapshot { method, ..totals(started, finished, vec![], 0) };
+        let before = [named("/t.S/Quiet", 3, 3), named("/t.S/Busy", 2, 1)];
+        let now = vec![named("/t.S/Quiet", 3, 3), named("/t.S/Busy", 2, 1), named("/t.S/New", 1, 0)];
+        let moved: Vec<_> = moved(now, &before).into_iter().map(|m| (m.method, m.started, m.finished)).collect();
+        assert_eq!(moved, [("/t.S/Busy", 1, 0), ("/t.S/New", 1, 0)]);
     }
 }
 

@@ -316,3 +316,47 @@ fn humanize(d: Duration) -> String {
         format!("{d:?}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+
+    use super::*;
+    use crate::engine::{ErasedMethod, MethodInfo, RpcKind, Slot};
+
+    fn ctx() -> CallContext {
+        let slot = Box::leak(Box::new(Slot::new()));
+        let method = slot.get_or_init(|| MethodInfo::new("test.Svc", "M", RpcKind::Unary), || ());
+        CallContext::new(ErasedMethod::new(method), None, None)
+    }
+
+    fn with_key(key: &str) -> MetadataMap {
+        let mut metadata = MetadataMap::new();
+        metadata.insert("x-api-key", key.parse().unwrap());
+        metadata
+    }
+
+    /// `keys()` counts the keys that hold state; a sweep keeps a key a call
+    /// holds and drops one whose calls have all ended.
+    #[test]
+    fn keys_are_held_while_their_calls_run_and_dropped_at_rest() {
+        let budget = Budget::new(BudgetConfig {
+            streams: Some(1),
+            key: Some(Key::metadata("x-api-key").unwrap()),
+            ..Default::default()
+        });
+        let ctx = ctx();
+        assert_eq!(budget.keys(), 0);
+        let a = budget.on_start(&ctx, &with_key("a")).unwrap();
+        let b = budget.on_start(&ctx, &with_key("b")).unwrap();
+        assert_eq!((budget.keys(), budget.active_streams()), (2, 2));
+        budget.on_end(&a, &ctx);
+        drop(a);
+        let (_, keys) = budget.keyed.as_ref().unwrap();
+        keys.sweep(key::now());
+        assert_eq!((budget.keys(), budget.active_streams()), (1, 1), "`a` is at rest, `b` is held");
+        budget.on_end(&b, &ctx);
+        drop(b);
+        keys.sweep(key::now());
+        assert_eq!((budget.keys(), budget.active_streams()), (0, 0));
+    }
+}
