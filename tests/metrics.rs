@@ -361,3 +361,35 @@ async fn a_stream_held_back_by_rate_is_counted_while_it_waits() {
     })
     .await;
 }
+
+struct Busy;
+
+impl Busy {
+    /// Reads what the counter holds after each of its first 600 messages.
+    #[intercept(monitor, service = "metrics.Busy")]
+    async fn record_route(&self, request: Request<Streaming<Point>>) -> Result<Response<RouteSummary>, Status> {
+        let received = labels("client_stream", "metrics.Busy", "RecordRoute");
+        let mut points = request.into_inner();
+        let mut seen = Vec::new();
+        while points.message().await?.is_some() {
+            seen.push(counter("grpc_server_msg_received_total", &received));
+        }
+        // `seen[i]`, read once message i + 1 is delivered: the batches of 256
+        // that completed.
+        let batches: Vec<_> = [254, 255, 510, 511, 599].iter().map(|&i| seen[i]).collect();
+        assert_eq!(batches, [0, 256, 256, 512, 512]);
+        Ok(Response::new(RouteSummary { point_count: seen.len() as i32, ..Default::default() }))
+    }
+}
+
+/// A stream that never goes quiet (every message is there when asked for)
+/// adds its count every 256 messages, not only at its end.
+#[tokio::test]
+async fn a_busy_stream_is_counted_every_256_messages() {
+    snapshotter();
+    let points = (0..600).map(|i| Point { latitude: i, longitude: i });
+    let summary = Busy.record_route(interceptor_runtime::testing::streaming_request(points)).await.unwrap();
+    assert_eq!(summary.into_inner().point_count, 600);
+    let received = labels("client_stream", "metrics.Busy", "RecordRoute");
+    assert_eq!(counter("grpc_server_msg_received_total", &received), 600);
+}
