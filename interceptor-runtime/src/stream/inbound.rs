@@ -89,9 +89,30 @@ impl<T: prost::Message + 'static> Future for NextMessage<'_, T> {
 impl<T: prost::Message + 'static> Stream for Inbound<T> {
     type Item = Result<T, Status>;
 
+    // Polled through a `dyn Stream` (a handler that echoes its request
+    // stream boxes it), this is a function of its own, which returns the
+    // inner stream's item where it lies: every way off the fast path
+    // replaces it in place, out of line ([`slow_path::settle`]).
     #[inline(always)]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().poll_shaped(cx, |message| Some(Ok(message)), |item| item)
+        let this = self.get_mut();
+        if this.handle.is_done(Direction::Inbound) || this.pending.is_some() {
+            return slow_path::poll_held::<T, false>(&mut this.handle, &mut this.pending, cx);
+        }
+        let mut polled = Pin::new(&mut this.inner).poll_next(cx);
+        let held = match &polled {
+            Poll::Ready(Some(Ok(message))) => {
+                if this.handle.counted_unhooked(message, Direction::Inbound) {
+                    return polled;
+                }
+                this.handle.poll_hooks(cx, message)
+            }
+            _ => Poll::Pending,
+        };
+        if !matches!(held, Poll::Ready(Ok(()))) {
+            slow_path::settle::<T, false>(&mut this.handle, &mut this.pending, cx, held, &mut polled);
+        }
+        polled
     }
 }
 
@@ -120,7 +141,7 @@ impl<T: prost::Message + 'static> Inbound<T> {
         let Poll::Ready(Some(Ok(message))) = &polled else {
             return slow_path::no_message::<T, false>(&mut self.handle, &mut self.pending, cx, polled).map(other);
         };
-        let held = self.handle.poll_message(cx, message);
+        let held = self.handle.poll_message(cx, message, Direction::Inbound);
         if let Poll::Ready(Ok(())) = held {
             if let Poll::Ready(Some(Ok(message))) = polled {
                 return Poll::Ready(passed(message));
