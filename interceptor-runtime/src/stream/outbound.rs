@@ -72,36 +72,40 @@ where
 {
     type Item = Result<S::Ok, Status>;
 
-    // As in `Inbound`: the item is returned where the inner stream wrote it,
-    // and every way off the fast path replaces it in place, out of line
-    // (`slow_path::settle`).
+    // As in `Inbound`: the message is looked at where the inner stream wrote
+    // it and read out of there field by field, never copied whole; every way
+    // off the fast path is out of line, in `slow_path`.
     #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
-        let (inner, handle, pending) = (this.inner, this.handle, this.pending);
-        if handle.is_done(Direction::Outbound) || pending.is_some() {
-            return slow_path::poll_held::<S::Ok, true>(handle, pending, cx);
+        if this.handle.is_done(Direction::Outbound) || this.pending.is_some() {
+            return slow_path::poll_held::<S::Ok, true>(this.handle, this.pending, cx);
         }
-        let (mut polled, mut held) = (Poll::Pending, Poll::Pending);
         // A panic of the inner stream is caught (costing nothing until it
         // happens): the call ends with INTERNAL, which the client receives.
-        // The hooks catch their own. Only what the interceptors did goes
-        // through the catch, not the item, which would be copied once more.
+        // The whole fast path is inside the catch: what the catch returns
+        // goes through memory, and the item the inner stream wrote would be
+        // copied whole once more if it returned that instead.
+        let (inner, handle, pending) = (this.inner, this.handle, this.pending);
         let caught = panic::catch(|| {
-            polled = inner.try_poll_next(cx);
-            let Poll::Ready(Some(Ok(message))) = &polled else { return false };
+            let polled = inner.try_poll_next(cx);
+            let Poll::Ready(Some(Ok(message))) = &polled else {
+                return slow_path::no_message::<S::Ok, true>(handle, pending, cx, polled);
+            };
             if handle.counted_unhooked(message, Direction::Outbound) {
-                return true;
+                if let Poll::Ready(Some(Ok(message))) = polled {
+                    return Poll::Ready(Some(Ok(message)));
+                }
             }
-            held = handle.poll_hooks(cx, message);
-            matches!(held, Poll::Ready(Ok(())))
+            let held = handle.poll_hooks(cx, message);
+            if let Poll::Ready(Ok(())) = held {
+                if let Poll::Ready(Some(Ok(message))) = polled {
+                    return Poll::Ready(Some(Ok(message)));
+                }
+            }
+            slow_path::not_passed::<S::Ok, true>(handle, pending, held, polled)
         });
-        match caught {
-            Ok(true) => {}
-            Ok(false) => slow_path::settle::<S::Ok, true>(handle, pending, cx, held, &mut polled),
-            Err(payload) => polled = slow_path::stream_panicked(handle, payload),
-        }
-        polled
+        caught.unwrap_or_else(|payload| slow_path::stream_panicked(handle, payload))
     }
 }
 

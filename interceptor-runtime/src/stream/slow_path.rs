@@ -59,26 +59,6 @@ pub(crate) fn poll_held<T: prost::Message, const OUT: bool>(
     }
 }
 
-/// In place, what a wrapper yields when it is not a message the interceptors
-/// passed: `polled` is what the inner stream gave, and `held` what the
-/// interceptors did with it when it was a message.
-#[cold]
-#[inline(never)]
-pub(crate) fn settle<T: prost::Message, const OUT: bool>(
-    handle: &mut DirectionHandle<T>,
-    pending: &mut Option<Box<T>>,
-    cx: &mut Context<'_>,
-    held: Poll<Result<(), Status>>,
-    polled: &mut Item<T>,
-) {
-    let given = std::mem::replace(polled, Poll::Pending);
-    *polled = if let Poll::Ready(Some(Ok(_))) = given {
-        not_passed::<T, OUT>(handle, pending, held, given)
-    } else {
-        no_message::<T, OUT>(handle, pending, cx, given)
-    };
-}
-
 /// The interceptors did not pass the message `polled` holds (`held` says
 /// what they did instead): they rejected it, or hold it back.
 #[cold]
