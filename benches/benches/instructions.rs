@@ -35,8 +35,8 @@ const CONFIGS: [(&str, &str); 5] = [
     ("raw", "raw"),
     ("wrapped", "wrappers, no interceptor"),
     ("monitor", "monitor"),
-    ("per_stream", "rate + budget, per stream"),
-    ("per_method", "rate + budget, per method"),
+    ("per_stream", "monitor + rate + budget, per stream"),
+    ("per_method", "monitor + rate + budget, per method"),
 ];
 
 /// The function callgrind counts in (`--toggle-collect`): the future of
