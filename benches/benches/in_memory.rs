@@ -5,7 +5,12 @@
 //!   intercepted) drained;
 //! - inbound: the `ClientStream` handler is called directly on a real
 //!   `tonic::Streaming<Payload>` that decodes prebuilt gRPC frames from memory
-//!   (wrapped in `Inbound` when intercepted), and drains it.
+//!   (wrapped in `Inbound` when intercepted), and drains it;
+//! - bidi echo: the `Bidi` handler is called directly on such a stream and
+//!   its response stream (the request stream, boxed; wrapped in `Outbound`
+//!   and boxed again when intercepted) drained through its boxed type, as
+//!   tonic's encoder polls it: each message passes both wrappers, each behind
+//!   a `dyn Stream`.
 //!
 //! Each configuration (monitor, rate, budget, all three; rate per key, and
 //! rate through a backend that answers leases at once) is measured in
@@ -17,8 +22,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, SamplingMode, Throughput};
 use interceptor_benches::{
-    alternate, drain_inbound, drain_outbound, frames, median, pb::bench_server::Bench, quick, timed, Budgeted,
-    Intercepted, Monitored, Pair, Pairs, Rated, RatedBackend, RatedKeyed, Raw,
+    alternate, drain_bidi, drain_inbound, drain_outbound, frames, median, pb::bench_server::Bench, quick, timed,
+    Budgeted, Intercepted, LimitedPerMethod, Monitored, Pair, Pairs, Rated, RatedBackend, RatedKeyed, Raw, Wrapped,
 };
 use tokio::runtime::Runtime;
 
@@ -101,6 +106,40 @@ fn inbound(c: &mut Criterion, rt: &Runtime, messages: u64) {
     group.finish();
 }
 
+fn bidi(c: &mut Criterion, rt: &Runtime, messages: u64) {
+    let body = frames(messages as usize, SIZE);
+    let mut group = c.benchmark_group("in_memory/bidi_echo_16B");
+    group.throughput(Throughput::Elements(messages));
+    group.sampling_mode(SamplingMode::Flat);
+    let raw = || timed(|| assert_eq!(rt.block_on(drain_bidi(&Raw, black_box(body.clone()))), messages));
+    group.bench_function("raw", |b| b.iter_custom(|iters| (0..iters).map(|_| raw()).sum()));
+    fn config<S: Bench>(
+        group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        rt: &Runtime,
+        name: &str,
+        service: S,
+        body: &bytes::Bytes,
+        messages: u64,
+        raw: &dyn Fn() -> std::time::Duration,
+    ) {
+        let scenario = format!("bidi_echo {name}");
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let candidate =
+                    || timed(|| assert_eq!(rt.block_on(drain_bidi(&service, black_box(body.clone()))), messages));
+                let (baseline, candidate) = alternate(iters, raw, candidate);
+                PAIRS.record(&scenario, Pair { iters, messages_per_iter: messages, baseline, candidate });
+                candidate
+            })
+        });
+    }
+    config(&mut group, rt, "wrapped", Wrapped, &body, messages, &raw);
+    config(&mut group, rt, "monitor", Monitored, &body, messages, &raw);
+    config(&mut group, rt, "all_three", Intercepted, &body, messages, &raw);
+    config(&mut group, rt, "all_three_per_method", LimitedPerMethod, &body, messages, &raw);
+    group.finish();
+}
+
 fn print_table() {
     let scenarios = PAIRS.scenarios();
     if scenarios.is_empty() {
@@ -114,7 +153,7 @@ fn print_table() {
         let raw = median(pairs.iter().map(Pair::baseline_ns).collect());
         let cand = median(pairs.iter().map(Pair::candidate_ns).collect());
         let added = median(pairs.iter().map(|p| p.candidate_ns() - p.baseline_ns()).collect());
-        let met = if config == "all_three" {
+        let met = if config == "all_three" && direction != "bidi_echo" {
             if added <= 25.0 {
                 "met"
             } else {
@@ -138,6 +177,7 @@ fn main() {
     let messages = if quick { 20_000 } else { 100_000 };
     outbound(&mut c, &rt, messages);
     inbound(&mut c, &rt, messages);
+    bidi(&mut c, &rt, messages);
     c.final_summary();
     print_table();
 }

@@ -370,6 +370,20 @@ pub async fn drain_inbound<S: Bench>(service: &S, frames: Bytes) -> u64 {
     service.client_stream(inbound_request(frames)).await.expect("client_stream").into_inner().messages
 }
 
+/// Calls a service's `Bidi` handler directly on in-memory frames and drains
+/// its response stream (the echo of the request stream) through its boxed
+/// type, as tonic's encoder polls it: both directions, without a network.
+pub async fn drain_bidi<S: Bench>(service: &S, frames: Bytes) -> u64 {
+    let echoes = service.bidi(inbound_request(frames)).await.expect("bidi").into_inner();
+    let mut echoes = std::pin::pin!(echoes);
+    let mut n = 0;
+    while let Some(item) = echoes.next().await {
+        std::hint::black_box(item.expect("an echo"));
+        n += 1;
+    }
+    n
+}
+
 /// Serves `service` on 127.0.0.1 (an unused port, TCP_NODELAY) from a task of
 /// the current runtime.
 pub async fn serve<S: Bench>(service: S) -> SocketAddr {

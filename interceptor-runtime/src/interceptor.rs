@@ -171,6 +171,13 @@ pub trait Interceptor: Send + Sync + 'static {
     /// State of one direction of one call: `()` for none.
     type Stream: Default + Send + 'static;
 
+    /// `false` only where `poll_message` and `on_delivered` are the defaults
+    /// and `on_message` too: the wrappers then count each message without
+    /// calling the hooks. Not meant to be written by hand (`()` and
+    /// [`Chain`] do).
+    #[doc(hidden)]
+    const __MESSAGE_HOOKS: bool = true;
+
     /// A short name, in `snake_case` by convention: recorded as the
     /// interceptor that ended a call it rejects (`Outcome::ended_by`, the
     /// stats' `ended_by`), and named in the log of a panic of its hooks. The
@@ -295,12 +302,23 @@ pub trait Interceptor: Send + Sync + 'static {
     fn on_end(&self, call: &Self::Call, ctx: &CallContext) {
         let _ = (call, ctx);
     }
+
+    /// The name of the interceptor whose `hook` (`poll_message` or
+    /// `on_delivered`) panicked, told from the direction's state after the
+    /// panic: this one's unless it is made of several ([`Chain`]). Not meant
+    /// to be written by hand.
+    #[doc(hidden)]
+    fn __message_hook_owner(&self, stream: &Self::Stream, hook: &'static str) -> &'static str {
+        let _ = (stream, hook);
+        panic::name_of(self)
+    }
 }
 
 /// No interceptor: lets everything pass.
 impl Interceptor for () {
     type Call = ();
     type Stream = ();
+    const __MESSAGE_HOOKS: bool = false;
     fn name(&self) -> &'static str {
         "none"
     }
@@ -348,14 +366,25 @@ impl<A, B> Chain<A, B> {
 pub struct ChainStream<A, B> {
     first: A,
     second: B,
-    /// The first interceptor let the current message pass; only the second is
-    /// polled again.
-    first_passed: bool,
+    /// Which link has the current message: `FIRST`, `SECOND` once the first
+    /// let it pass (only the second is polled again), `SECOND_DELIVERED`
+    /// while the second hears `on_delivered`. A message hook that panics is
+    /// told from it (`__message_hook_owner`): a byte written per step
+    /// instead of a guard per hook call.
+    phase: u8,
 }
+
+/// [`ChainStream::phase`]: the first link has the message.
+const FIRST: u8 = 0;
+/// The first link let the message pass; the second has it.
+const SECOND: u8 = 1;
+/// The second link hears `on_delivered`.
+const SECOND_DELIVERED: u8 = 2;
 
 impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
     type Call = (A::Call, B::Call);
     type Stream = ChainStream<A::Stream, B::Stream>;
+    const __MESSAGE_HOOKS: bool = A::__MESSAGE_HOOKS || B::__MESSAGE_HOOKS;
 
     fn name(&self) -> &'static str {
         "chain"
@@ -384,10 +413,13 @@ impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
         ChainStream {
             first: blaming(ctx, &self.first, "on_stream", || self.first.on_stream(&call.0, ctx, direction)),
             second: blaming(ctx, &self.second, "on_stream", || self.second.on_stream(&call.1, ctx, direction)),
-            first_passed: false,
+            phase: FIRST,
         }
     }
 
+    // The message hooks leave no `Blame` on the links (its fields would be
+    // written to the stack for every hook call of every message): the
+    // phase says which link has the message, and so which one panicked.
     #[inline(always)]
     fn poll_message<M: prost::Message + 'static>(
         &self,
@@ -396,22 +428,18 @@ impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
         cx: &mut Context<'_>,
         msg: &MessageRef<'_, M>,
     ) -> Poll<Result<(), Status>> {
-        if !stream.first_passed {
-            let first = &mut stream.first;
-            match blaming(msg.ctx, &self.first, "poll_message", || self.first.poll_message(&call.0, first, cx, msg)) {
+        if stream.phase != SECOND {
+            match self.first.poll_message(&call.0, &mut stream.first, cx, msg) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(status)) => return Poll::Ready(Err(rejected_by(msg.ctx, self.first.name(), status))),
-                Poll::Ready(Ok(())) => stream.first_passed = true,
+                Poll::Ready(Ok(())) => stream.phase = SECOND,
             }
         }
-        let second = &mut stream.second;
-        let result =
-            match blaming(msg.ctx, &self.second, "poll_message", || self.second.poll_message(&call.1, second, cx, msg))
-            {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(result) => result,
-            };
-        stream.first_passed = false;
+        let result = match self.second.poll_message(&call.1, &mut stream.second, cx, msg) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(result) => result,
+        };
+        stream.phase = FIRST;
         match result {
             Ok(()) => Poll::Ready(Ok(())),
             Err(status) => Poll::Ready(Err(rejected_by(msg.ctx, self.second.name(), status))),
@@ -425,9 +453,22 @@ impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
         stream: &mut Self::Stream,
         msg: &MessageRef<'_, M>,
     ) {
-        let (first, second) = (&mut stream.first, &mut stream.second);
-        blaming(msg.ctx, &self.first, "on_delivered", || self.first.on_delivered(&call.0, first, msg));
-        blaming(msg.ctx, &self.second, "on_delivered", || self.second.on_delivered(&call.1, second, msg));
+        self.first.on_delivered(&call.0, &mut stream.first, msg);
+        stream.phase = SECOND_DELIVERED;
+        self.second.on_delivered(&call.1, &mut stream.second, msg);
+        stream.phase = FIRST;
+    }
+
+    fn __message_hook_owner(&self, stream: &Self::Stream, hook: &'static str) -> &'static str {
+        let second = match hook {
+            "on_delivered" => stream.phase == SECOND_DELIVERED,
+            _ => stream.phase == SECOND,
+        };
+        if second {
+            self.second.__message_hook_owner(&stream.second, hook)
+        } else {
+            self.first.__message_hook_owner(&stream.first, hook)
+        }
     }
 
     fn poll_interrupt(
@@ -496,17 +537,19 @@ mod tests {
     use crate::engine::{ErasedMethod, MethodInfo, RpcKind, Slot};
 
     /// Logs every hook as `name:hook`; `pending` makes its message hook wait
-    /// once, `reject_start` makes `on_start` fail.
+    /// once, `reject_start` makes `on_start` fail, `panic_delivered` makes
+    /// `on_delivered` panic.
     struct Log {
         name: &'static str,
         log: Arc<Mutex<Vec<String>>>,
         pending: bool,
         reject_start: bool,
+        panic_delivered: bool,
     }
 
     impl Log {
         fn new(name: &'static str, log: &Arc<Mutex<Vec<String>>>) -> Self {
-            Log { name, log: log.clone(), pending: false, reject_start: false }
+            Log { name, log: log.clone(), pending: false, reject_start: false, panic_delivered: false }
         }
         fn push(&self, hook: &str) {
             self.log.lock().unwrap().push(format!("{}:{hook}", self.name));
@@ -542,15 +585,65 @@ mod tests {
             }
             Poll::Ready(Ok(()))
         }
+        fn on_delivered<M: prost::Message + 'static>(&self, _: &(), _: &mut bool, _: &MessageRef<'_, M>) {
+            assert!(!self.panic_delivered, "{} panics in on_delivered", self.name);
+        }
         fn on_end(&self, _: &(), ctx: &CallContext) {
             self.push(&format!("end {:?}", ctx.outcome().map(|o| o.code)));
         }
     }
 
+    #[test]
+    fn the_link_that_has_the_message_is_told_from_the_state() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let owner = |panics: Option<&str>, waits: &str| {
+            let link = |name| {
+                let mut link = Log::new(name, &log);
+                link.pending = name == waits;
+                link.panic_delivered = Some(name) == panics;
+                link
+            };
+            let chain = Chain::new(link("a"), Chain::new(link("b"), link("c")));
+            let ctx = ctx();
+            let call = chain.on_start(&ctx, &MetadataMap::new()).unwrap();
+            let mut stream = chain.on_stream(&call, &ctx, Direction::Inbound);
+            let msg = MessageRef {
+                ctx: &ctx,
+                direction: Direction::Inbound,
+                message: &(),
+                encoded_len: 0,
+                index: 0,
+                bytes_before: 0,
+            };
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let mut polled = chain.poll_message(&call, &mut stream, &mut cx, &msg);
+            let waiting = chain.__message_hook_owner(&stream, "poll_message");
+            while polled.is_pending() {
+                polled = chain.poll_message(&call, &mut stream, &mut cx, &msg);
+            }
+            assert!(matches!(polled, Poll::Ready(Ok(()))));
+            let next = chain.__message_hook_owner(&stream, "poll_message");
+            let delivered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                chain.on_delivered(&call, &mut stream, &msg);
+            }));
+            assert_eq!(delivered.is_err(), panics.is_some());
+            (waiting, next, chain.__message_hook_owner(&stream, "on_delivered"))
+        };
+        // The one that waits has the message until it passes; then the
+        // first has the next one.
+        assert_eq!(owner(None, "a"), ("a", "a", "a"));
+        assert_eq!(owner(None, "b"), ("b", "a", "a"));
+        assert_eq!(owner(None, "c"), ("c", "a", "a"));
+        // The one whose `on_delivered` panicked.
+        assert_eq!(owner(Some("a"), ""), ("a", "a", "a"));
+        assert_eq!(owner(Some("b"), ""), ("a", "a", "b"));
+        assert_eq!(owner(Some("c"), ""), ("a", "a", "c"));
+    }
+
     fn ctx() -> CallContext {
         let slot = Box::leak(Box::new(Slot::new()));
         let method = slot.get_or_init(|| MethodInfo::new("test.Svc", "M", RpcKind::Bidi), || ());
-        CallContext::new(ErasedMethod::new(method), None, None)
+        CallContext::new(ErasedMethod::new(method), None, None, true)
     }
 
     #[test]

@@ -121,6 +121,8 @@ where
 {
     type Call = ();
     type Stream = ();
+    // No message hooks: the wrappers count each message themselves.
+    const __MESSAGE_HOOKS: bool = false;
 
     fn name(&self) -> &'static str {
         self.name

@@ -101,11 +101,18 @@ impl fmt::Debug for CallContext {
 }
 
 impl CallContext {
-    pub(crate) fn new(method: ErasedMethod, peer: Option<SocketAddr>, tap: Option<Arc<Tap>>) -> Self {
+    /// `message_hooks`: the interceptors' `__MESSAGE_HOOKS`.
+    pub(crate) fn new(
+        method: ErasedMethod,
+        peer: Option<SocketAddr>,
+        tap: Option<Arc<Tap>>,
+        message_hooks: bool,
+    ) -> Self {
+        let hooked = if message_hooks { flag::HOOKED } else { 0 };
         CallContext {
             recv: Counters::default(),
             // Each direction polls the interceptors' timers once when it starts.
-            flags: AtomicU8::new(flag::INTERRUPT_IN | flag::INTERRUPT_OUT),
+            flags: AtomicU8::new(flag::INTERRUPT_IN | flag::INTERRUPT_OUT | hooked),
             method,
             peer,
             tap,

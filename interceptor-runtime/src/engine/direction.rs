@@ -97,7 +97,17 @@ impl<I: Interceptor, const OUT: bool> DirectionView<I, OUT> {
         hook: &'static str,
         payload: Box<dyn std::any::Any + Send>,
     ) -> Status {
-        let status = panic::caught_in_hook(&self.0.ctx, &self.0.method().interceptors, hook, payload);
+        let (ctx, interceptors) = (&self.0.ctx, &self.0.method().interceptors);
+        let status = match (hook, state.as_ref()) {
+            // The message hooks leave no blame in the context: the state
+            // tells which interceptor had the message.
+            ("poll_message" | "on_delivered", Some(stream)) => {
+                let owner = panic::catch(|| interceptors.__message_hook_owner(stream, hook))
+                    .unwrap_or_else(|_| panic::name_of(interceptors));
+                panic::caught_in(ctx, owner, hook, payload)
+            }
+            _ => panic::caught_in_hook(ctx, interceptors, hook, payload),
+        };
         self.reject(state, status)
     }
 
@@ -178,19 +188,51 @@ impl<I: Interceptor, const OUT: bool> DirectionView<I, OUT> {
     }
 }
 
-impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedDirection<M> for DirectionView<I, OUT> {
-    #[inline]
-    unsafe fn poll_message(&self, cell_ptr: *const (), cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
-        let cell = &self.0;
-        let ctx = &cell.ctx;
+impl<I: Interceptor, const OUT: bool> DirectionView<I, OUT> {
+    /// A flag is set, or the direction has no state: `poll_message` out of
+    /// line, so that the fast path saves no register for it and ends in a
+    /// jump here (its arguments in the registers the vtable's function got
+    /// them in: the view is the cell, at the handle's pointer).
+    ///
+    /// # Safety
+    /// As `poll_message`'s: `cell_ptr` is this direction's handle's pointer
+    /// (I2), to a `CallCell<I>` (I3).
+    #[cold]
+    #[inline(never)]
+    unsafe fn poll_message_attending<M: prost::Message + 'static>(
+        cell_ptr: *const (),
+        cx: &mut Context<'_>,
+        msg: &M,
+    ) -> Poll<Result<(), Status>> {
+        // SAFETY: I2, I3: the caller's promise: a live `CallCell<I>`; I4:
+        // the view is a transparent view of it.
+        let this = unsafe { &*(cell_ptr as *const Self) };
         // SAFETY: I1: the caller is the direction's one handle, `&mut`.
-        let state = unsafe { self.state() };
-        if ctx.flags.load(Ordering::Relaxed) & (flag::TERMINATED | Self::INTERRUPT) != 0 {
+        let state = unsafe { this.state() };
+        if this.0.ctx.flags.load(Ordering::Relaxed) & (flag::TERMINATED | Self::INTERRUPT) != 0 {
             // SAFETY: I2: the caller's promise, passed on.
-            if let Some(status) = unsafe { self.attend(cell_ptr, state) } {
+            if let Some(status) = unsafe { this.attend(cell_ptr, state) } {
                 return Poll::Ready(Err(status));
             }
         }
+        // SAFETY: I1, I2: the caller's promise, passed on.
+        unsafe { this.run_hooks(cell_ptr, state, cx, msg) }
+    }
+
+    /// The message hooks on `msg`, then its count.
+    ///
+    /// # Safety
+    /// As `poll_message`'s; `state` is this direction's.
+    #[inline(always)]
+    unsafe fn run_hooks<M: prost::Message + 'static>(
+        &self,
+        cell_ptr: *const (),
+        state: &mut Option<I::Stream>,
+        cx: &mut Context<'_>,
+        msg: &M,
+    ) -> Poll<Result<(), Status>> {
+        let cell = &self.0;
+        let ctx = &cell.ctx;
         let Some(stream) = state.as_mut() else { return Poll::Ready(Err(self.close(state, self.ended_status()))) };
         let counters = ctx.counters(Self::DIRECTION);
         let view = MessageRef {
@@ -217,6 +259,21 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedDirecti
             Ok(Poll::Pending) => unsafe { self.held_back(cell_ptr, state, cx) },
             Err(payload) => Poll::Ready(Err(self.hook_panicked(state, "poll_message", payload))),
         }
+    }
+}
+
+impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedDirection<M> for DirectionView<I, OUT> {
+    #[inline]
+    unsafe fn poll_message(&self, cell_ptr: *const (), cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
+        // SAFETY: I1: the caller is the direction's one handle, `&mut`.
+        let state = unsafe { self.state() };
+        if self.0.ctx.flags.load(Ordering::Relaxed) & (flag::TERMINATED | Self::INTERRUPT) != 0 || state.is_none() {
+            // `state` is not used again: the function asks for its own.
+            // SAFETY: I1, I2: the caller's promise, passed on.
+            return unsafe { Self::poll_message_attending(cell_ptr, cx, msg) };
+        }
+        // SAFETY: I1, I2: the caller's promise, passed on.
+        unsafe { self.run_hooks(cell_ptr, state, cx, msg) }
     }
 
     unsafe fn poll_interrupt(&self, cell_ptr: *const (), cx: &mut Context<'_>) -> Poll<Status> {

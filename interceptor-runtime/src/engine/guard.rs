@@ -59,7 +59,7 @@ impl<I: Interceptor> Method<I> {
     /// The `on_start` hooks: the call and its guard, or the rejection.
     fn start_call<T>(&'static self, request: &mut Request<T>) -> Result<CallGuard<I>, Status> {
         let tap = request.extensions().get::<Arc<Tap>>().cloned();
-        let ctx = CallContext::new(ErasedMethod::new(self), request.remote_addr(), tap);
+        let ctx = CallContext::new(ErasedMethod::new(self), request.remote_addr(), tap, I::__MESSAGE_HOOKS);
         let started = match panic::catch(|| self.interceptors.on_start(&ctx, request.metadata())) {
             Ok(started) => started,
             // A `Chain` turns a panic of one of its links into an error
@@ -180,7 +180,7 @@ impl<I: Interceptor> CallGuard<I> {
         T: prost::Message + 'static,
     {
         let mut handle = self.inbound_handle::<T>();
-        let passed = poll_fn(|cx| handle.poll_message(cx, request.get_ref())).await;
+        let passed = poll_fn(|cx| handle.poll_message(cx, request.get_ref(), Direction::Inbound)).await;
         drop(handle);
         match passed {
             Ok(()) => Ok(request),
@@ -218,7 +218,7 @@ impl<I: Interceptor> CallGuard<I> {
         // SAFETY: I1: the guard owns the outbound direction, and hands it out
         // once: `self` is consumed. The handle is dropped before `end`.
         let mut handle = unsafe { self.cell.handle::<T>(Direction::Outbound, false) };
-        let passed = poll_fn(|cx| handle.poll_message(cx, response.get_ref())).await;
+        let passed = poll_fn(|cx| handle.poll_message(cx, response.get_ref(), Direction::Outbound)).await;
         drop(handle);
         self.end(passed).map(|()| response)
     }

@@ -147,10 +147,52 @@ impl<M> DirectionHandle<M> {
         self.context().flags.load(Ordering::Relaxed) & flag::done(direction) != 0
     }
 
-    /// Runs the message hooks; counts the message when it passes. An error
-    /// is the direction's last item (so are `poll_interrupt`'s and `end`'s).
+    /// Runs the message hooks of `direction` (the handle's); counts the
+    /// message when it passes. An error is the direction's last item (so are
+    /// `poll_interrupt`'s and `end`'s).
+    ///
+    /// Interceptors without message hooks (`with = ()`) let every message
+    /// pass: while the call's flags ask nothing else of the message either,
+    /// it is counted here, inlined into the wrapper, instead of through the
+    /// vtable, which does the same.
+    #[inline(always)]
+    pub(crate) fn poll_message(
+        &mut self,
+        cx: &mut Context<'_>,
+        msg: &M,
+        direction: Direction,
+    ) -> Poll<Result<(), Status>>
+    where
+        M: prost::Message,
+    {
+        if self.counted_unhooked(msg, direction) {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_hooks(cx, msg)
+    }
+
+    /// The fast path of [`poll_message`](Self::poll_message), for a
+    /// wrapper to branch on: `true` if the message was counted without
+    /// hooks, and so passed; `false` if it must go through
+    /// [`poll_hooks`](Self::poll_hooks).
+    #[inline(always)]
+    pub(crate) fn counted_unhooked(&mut self, msg: &M, direction: Direction) -> bool
+    where
+        M: prost::Message,
+    {
+        let ctx = self.context();
+        if ctx.flags.load(Ordering::Relaxed) & (flag::HOOKED | flag::TERMINATED | flag::interrupt(direction)) != 0 {
+            return false;
+        }
+        let counters = ctx.counters(direction);
+        let (messages, bytes) = (counters.messages.load(Ordering::Relaxed), counters.bytes.load(Ordering::Relaxed));
+        counters.record(messages, bytes, msg.encoded_len());
+        true
+    }
+
+    /// [`poll_message`](Self::poll_message) through the vtable.
     #[inline]
-    pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
+    pub(crate) fn poll_hooks(&mut self, cx: &mut Context<'_>, msg: &M) -> Poll<Result<(), Status>> {
         // SAFETY: I1, I3: `self` is this direction's one handle, borrowed
         // `&mut`, and its pointer and vtable were made together, for `M`.
         unsafe { (self.vtable.poll_message)(self.cell.as_ptr(), cx, NonNull::from(msg).cast()) }

@@ -26,6 +26,11 @@
 //!     `'static` vtable, one per direction;
 //!   - **direction view**: a `DirectionView<I, OUT>`, the cell seen from one
 //!     direction: what the handle's vtable calls, the per-message path.
+//!     Interceptors without message hooks (`Interceptor::__MESSAGE_HOOKS`,
+//!     the call's `HOOKED` flag unset) skip it: while no flag asks anything
+//!     of the message, the handle counts it itself, inlined into the
+//!     wrapper, as the view would have (the counters are the context's
+//!     atomics, written by the direction's one handle).
 //! - **guard**: the [`CallGuard`], the handler's side of the call, which the
 //!   expansion drives; dropped early, it ends the call.
 //!
@@ -88,7 +93,10 @@
 //! # Waking: the protocol
 //! Not memory safety but liveness: a direction that waits is woken when the
 //! call ends or one of its timers fires, whichever thread does it. The
-//! context's flags ([`flag`]) and its two waker slots carry it:
+//! context's flags ([`flag`]) and its two waker slots carry it (every
+//! message looks at them first, on either path: the handle's inlined count
+//! and the view's hooks both leave the message to `attend` when
+//! `TERMINATED` or the direction's `INTERRUPT_*` is set):
 //! - **W1 Register, then check.** A direction that is about to wait (an
 //!   interceptor holds its message back, no message is ready, the handler
 //!   waits in [`CallGuard::run`]) registers its task's waker in its slot

@@ -8,11 +8,14 @@
 //! other: every interceptor that started hears `on_end`, and nothing of the
 //! call is left behind.
 //!
-//! A [`Chain`](crate::Chain) does not catch on the per-message path: it
-//! leaves a [`Blame`] on each link while the link runs a hook, which, if the
-//! hook unwinds, notes the link's name in the call's context on the way out;
-//! the engine's catch, further up, reads it back. The happy path pays for
-//! neither: an unwinding edge costs nothing until it is taken.
+//! A [`Chain`](crate::Chain) does not catch: it leaves a [`Blame`] on each
+//! link while the link runs a hook, which, if the hook unwinds, notes the
+//! link's name in the call's context on the way out; the engine's catch,
+//! further up, reads it back. An unwinding edge costs nothing until it is
+//! taken, but a blame's fields are written for every call: so the message
+//! hooks, run for every message, leave none, and the chain's state for the
+//! direction tells instead which link had the message
+//! (`Interceptor::__message_hook_owner`, asked after the catch).
 //!
 //! An asynchronous hook (`before_handler`) is caught at every poll of its
 //! future ([`catch_polls`]), and a `Chain` blames its link at each poll.
@@ -114,12 +117,25 @@ pub(crate) fn caught_in_hook<I: Interceptor>(
     payload: Box<dyn Any + Send>,
 ) -> Status {
     let interceptor = ctx.blamed(hook).unwrap_or_else(|| name_of(interceptors));
+    caught_in(ctx, interceptor, hook, payload)
+}
+
+/// A caught panic in `hook` of the interceptor named `interceptor`, which is
+/// recorded as the one that ended the call.
+#[cold]
+#[inline(never)]
+pub(crate) fn caught_in(
+    ctx: &CallContext,
+    interceptor: &'static str,
+    hook: &'static str,
+    payload: Box<dyn Any + Send>,
+) -> Status {
     ctx.mark_ended_by(interceptor);
     caught(ctx.method(), Site::Hook { interceptor, hook }, payload)
 }
 
 /// `interceptor.name()`, or its type's name should `name` itself panic.
-pub(crate) fn name_of<I: Interceptor>(interceptor: &I) -> &'static str {
+pub(crate) fn name_of<I: Interceptor + ?Sized>(interceptor: &I) -> &'static str {
     catch(|| interceptor.name()).unwrap_or_else(|payload| {
         forget_if_drop_panics(payload);
         std::any::type_name::<I>()

@@ -106,6 +106,14 @@ impl<T: prost::Message + 'static> Inbound<T> {
     /// value just written field by field) misses store forwarding and cost
     /// 5 ns per message, most of what the interceptors added at 16 B. Every
     /// way off the fast path is out of line, in [`slow_path`].
+    ///
+    /// Returning the inner stream's item whole instead (where it lies, every
+    /// other outcome replacing it in place) saves about 10 instructions per
+    /// message, and was measured slower: the item is then written in
+    /// 16-byte blocks from its start, which straddle the message's fields,
+    /// and the caller's loads of the message cannot take them from the
+    /// store buffer (bidi echo in memory: 4-5 ns per message more). Built
+    /// here, the message is written where the caller reads it.
     #[inline(always)]
     fn poll_shaped<R>(
         &mut self,
@@ -120,7 +128,12 @@ impl<T: prost::Message + 'static> Inbound<T> {
         let Poll::Ready(Some(Ok(message))) = &polled else {
             return slow_path::no_message::<T, false>(&mut self.handle, &mut self.pending, cx, polled).map(other);
         };
-        let held = self.handle.poll_message(cx, message);
+        if self.handle.counted_unhooked(message, Direction::Inbound) {
+            if let Poll::Ready(Some(Ok(message))) = polled {
+                return Poll::Ready(passed(message));
+            }
+        }
+        let held = self.handle.poll_hooks(cx, message);
         if let Poll::Ready(Ok(())) = held {
             if let Poll::Ready(Some(Ok(message))) = polled {
                 return Poll::Ready(passed(message));

@@ -68,7 +68,7 @@ where
 impl<S> Stream for Outbound<S>
 where
     S: TryStream<Error = Status>,
-    S::Ok: 'static,
+    S::Ok: prost::Message + 'static,
 {
     type Item = Result<S::Ok, Status>;
 
@@ -92,7 +92,12 @@ where
             let Poll::Ready(Some(Ok(message))) = &polled else {
                 return slow_path::no_message::<S::Ok, true>(handle, pending, cx, polled);
             };
-            let held = handle.poll_message(cx, message);
+            if handle.counted_unhooked(message, Direction::Outbound) {
+                if let Poll::Ready(Some(Ok(message))) = polled {
+                    return Poll::Ready(Some(Ok(message)));
+                }
+            }
+            let held = handle.poll_hooks(cx, message);
             if let Poll::Ready(Ok(())) = held {
                 if let Poll::Ready(Some(Ok(message))) = polled {
                     return Poll::Ready(Some(Ok(message)));

@@ -45,7 +45,7 @@ fn ended<T, const OUT: bool>(handle: &mut DirectionHandle<T>, status: Status) ->
 /// again on the message held back.
 #[cold]
 #[inline(never)]
-pub(crate) fn poll_held<T, const OUT: bool>(
+pub(crate) fn poll_held<T: prost::Message, const OUT: bool>(
     handle: &mut DirectionHandle<T>,
     pending: &mut Option<Box<T>>,
     cx: &mut Context<'_>,
@@ -63,7 +63,7 @@ pub(crate) fn poll_held<T, const OUT: bool>(
 /// what they did instead): they rejected it, or hold it back.
 #[cold]
 #[inline(never)]
-pub(crate) fn not_passed<T, const OUT: bool>(
+pub(crate) fn not_passed<T: prost::Message, const OUT: bool>(
     handle: &mut DirectionHandle<T>,
     pending: &mut Option<Box<T>>,
     held: Poll<Result<(), Status>>,
@@ -82,13 +82,13 @@ pub(crate) fn not_passed<T, const OUT: bool>(
 }
 
 /// Runs the interceptors on `message` (one held back before).
-fn pass<T, const OUT: bool>(
+fn pass<T: prost::Message, const OUT: bool>(
     handle: &mut DirectionHandle<T>,
     pending: &mut Option<Box<T>>,
     cx: &mut Context<'_>,
     message: T,
 ) -> Item<T> {
-    match handle.poll_message(cx, &message) {
+    match handle.poll_message(cx, &message, direction::<OUT>()) {
         Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(message))),
         Poll::Ready(Err(status)) => Poll::Ready(ended::<T, OUT>(handle, status).map(Err)),
         Poll::Pending => {
@@ -101,7 +101,7 @@ fn pass<T, const OUT: bool>(
 /// What the inner stream gave when it was not a message: its end, its error,
 /// or nothing yet (the call may have been ended meanwhile).
 #[inline(never)]
-pub(crate) fn no_message<T, const OUT: bool>(
+pub(crate) fn no_message<T: prost::Message, const OUT: bool>(
     handle: &mut DirectionHandle<T>,
     pending: &mut Option<Box<T>>,
     cx: &mut Context<'_>,

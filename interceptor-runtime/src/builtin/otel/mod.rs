@@ -202,6 +202,8 @@ fn rpc_method(info: &MethodInfo) -> &'static str {
 impl Interceptor for Otel {
     type Call = OtelCall;
     type Stream = ();
+    // No message hooks: the wrappers count each message themselves.
+    const __MESSAGE_HOOKS: bool = false;
 
     fn name(&self) -> &'static str {
         "otel"
