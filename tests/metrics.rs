@@ -393,3 +393,41 @@ async fn a_busy_stream_is_counted_every_256_messages() {
     let received = labels("client_stream", "metrics.Busy", "RecordRoute");
     assert_eq!(counter("grpc_server_msg_received_total", &received), 600);
 }
+
+struct Quiet;
+
+impl Quiet {
+    #[intercept(monitor, service = "metrics.Quiet")]
+    async fn record_route(&self, request: Request<Streaming<Point>>) -> Result<Response<RouteSummary>, Status> {
+        let mut points = request.into_inner();
+        let mut summary = RouteSummary::default();
+        while points.message().await?.is_some() {
+            summary.point_count += 1;
+        }
+        Ok(Response::new(summary))
+    }
+}
+
+/// The first time a stream goes quiet, what it moved reaches the counters
+/// at once: no time passes (the clock is paused, and this test never lets
+/// the runtime idle) while the handler waits for its fourth message.
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_goes_quiet_is_counted_at_once() {
+    snapshotter();
+    let received = labels("client_stream", "metrics.Quiet", "RecordRoute");
+    let mock = interceptor_runtime::testing::MockStream::new();
+    mock.add_messages((0..3).map(|i| Point { latitude: i, longitude: i }));
+    mock.add_delay(std::time::Duration::from_secs(3600));
+    mock.add_message(Point::default());
+    let call = tokio::spawn(Quiet.record_route(mock.request()));
+    let start = tokio::time::Instant::now();
+    let mut yields = 0;
+    while counter("grpc_server_msg_received_total", &received) < 3 {
+        yields += 1;
+        assert!(yields < 1000, "the three messages are not counted while the stream is quiet");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(start.elapsed(), std::time::Duration::ZERO);
+    assert_eq!(call.await.unwrap().unwrap().into_inner().point_count, 4);
+    assert_eq!(counter("grpc_server_msg_received_total", &received), 4);
+}
