@@ -326,7 +326,7 @@ mod tests {
     fn ctx() -> CallContext {
         let slot = Box::leak(Box::new(Slot::new()));
         let method = slot.get_or_init(|| MethodInfo::new("test.Svc", "M", RpcKind::Unary), || ());
-        CallContext::new(ErasedMethod::new(method), None, None)
+        CallContext::new(ErasedMethod::new(method), None, None, true)
     }
 
     fn with_key(key: &str) -> MetadataMap {
