@@ -131,9 +131,17 @@ impl Default for MonitorCall {
 /// uses.
 impl Default for MonitorStream {
     fn default() -> Self {
+        MonitorStream::new(Direction::Inbound)
+    }
+}
+
+impl MonitorStream {
+    /// A direction's state before its first message.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn new(direction: Direction) -> Self {
         MonitorStream {
             #[cfg(feature = "metrics")]
-            direction: Direction::Inbound,
+            direction,
             #[cfg(feature = "metrics")]
             countdown: FLUSH_EVERY,
             #[cfg(feature = "metrics")]
@@ -195,18 +203,8 @@ impl Interceptor for Monitor {
         })
     }
 
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     fn on_stream(&self, _: &MonitorCall, _: &CallContext, direction: Direction) -> MonitorStream {
-        MonitorStream {
-            #[cfg(feature = "metrics")]
-            direction,
-            #[cfg(feature = "metrics")]
-            countdown: FLUSH_EVERY,
-            #[cfg(feature = "metrics")]
-            was_quiet: false,
-            #[cfg(feature = "metrics")]
-            timer: None,
-        }
+        MonitorStream::new(direction)
     }
 
     #[inline]
