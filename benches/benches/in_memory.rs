@@ -18,9 +18,11 @@
 //! printed at the end gives the difference per message: robust to the machine
 //! being busy with something else, which absolute numbers are not.
 
-use std::hint::black_box;
+use std::{hint::black_box, time::Duration};
 
-use criterion::{Criterion, SamplingMode, Throughput};
+use bytes::Bytes;
+
+use criterion::{measurement::WallTime, Criterion, SamplingMode, Throughput};
 use interceptor_benches::{
     alternate, drain_bidi, drain_inbound, drain_outbound, frames, median, pb::bench_server::Bench, quick, timed,
     Budgeted, Intercepted, LimitedPerMethod, Monitored, Pair, Pairs, Rated, RatedBackend, RatedKeyed, Raw, Wrapped,
@@ -70,73 +72,91 @@ fn outbound(c: &mut Criterion, rt: &Runtime, messages: u64) {
     group.finish();
 }
 
-fn inbound(c: &mut Criterion, rt: &Runtime, messages: u64) {
-    let body = frames(messages as usize, SIZE);
-    let mut group = c.benchmark_group("in_memory/inbound_16B");
-    group.throughput(Throughput::Elements(messages));
-    group.sampling_mode(SamplingMode::Flat);
-    let raw = || timed(|| assert_eq!(rt.block_on(drain_inbound(&Raw, black_box(body.clone()))), messages));
-    group.bench_function("raw", |b| b.iter_custom(|iters| (0..iters).map(|_| raw()).sum()));
-    fn config<S: Bench>(
-        group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-        rt: &Runtime,
-        name: &str,
-        service: S,
-        body: &bytes::Bytes,
-        messages: u64,
-        raw: &dyn Fn() -> std::time::Duration,
-    ) {
-        let scenario = format!("inbound {name}");
+/// What a handler called on in-memory frames does with them.
+#[derive(Clone, Copy)]
+enum OnFrames {
+    /// `ClientStream`: the inbound direction alone.
+    Inbound,
+    /// `Bidi`: the echo, both directions.
+    BidiEcho,
+}
+
+/// One workload on the same prebuilt frames, for every configuration.
+struct Frames<'a> {
+    rt: &'a Runtime,
+    workload: OnFrames,
+    body: Bytes,
+    messages: u64,
+}
+
+impl<'a> Frames<'a> {
+    fn new(rt: &'a Runtime, workload: OnFrames, messages: u64) -> Self {
+        Frames { rt, workload, body: frames(messages as usize, SIZE), messages }
+    }
+
+    fn name(&self) -> &'static str {
+        match self.workload {
+            OnFrames::Inbound => "inbound",
+            OnFrames::BidiEcho => "bidi_echo",
+        }
+    }
+
+    /// One iteration: `service`'s handler on the frames, drained.
+    fn time<S: Bench>(&self, service: &S) -> Duration {
+        timed(|| {
+            let body = black_box(self.body.clone());
+            let moved = self.rt.block_on(async {
+                match self.workload {
+                    OnFrames::Inbound => drain_inbound(service, body).await,
+                    OnFrames::BidiEcho => drain_bidi(service, body).await,
+                }
+            });
+            assert_eq!(moved, self.messages);
+        })
+    }
+
+    /// The workload's group, with raw measured alone first.
+    fn group<'c>(&self, c: &'c mut Criterion) -> criterion::BenchmarkGroup<'c, WallTime> {
+        let mut group = c.benchmark_group(format!("in_memory/{}_16B", self.name()));
+        group.throughput(Throughput::Elements(self.messages));
+        group.sampling_mode(SamplingMode::Flat);
+        group.bench_function("raw", |b| b.iter_custom(|iters| (0..iters).map(|_| self.time(&Raw)).sum()));
+        group
+    }
+
+    /// `service` in alternation with raw, recorded for the table as
+    /// "workload name".
+    fn measure<S: Bench>(&self, group: &mut criterion::BenchmarkGroup<'_, WallTime>, name: &str, service: S) {
+        let scenario = format!("{} {name}", self.name());
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let candidate =
-                    || timed(|| assert_eq!(rt.block_on(drain_inbound(&service, black_box(body.clone()))), messages));
-                let (baseline, candidate) = alternate(iters, raw, candidate);
-                PAIRS.record(&scenario, Pair { iters, messages_per_iter: messages, baseline, candidate });
+                let (baseline, candidate) = alternate(iters, || self.time(&Raw), || self.time(&service));
+                PAIRS.record(&scenario, Pair { iters, messages_per_iter: self.messages, baseline, candidate });
                 candidate
             })
         });
     }
-    config(&mut group, rt, "monitor", Monitored, &body, messages, &raw);
-    config(&mut group, rt, "rate", Rated, &body, messages, &raw);
-    config(&mut group, rt, "budget", Budgeted, &body, messages, &raw);
-    config(&mut group, rt, "all_three", Intercepted, &body, messages, &raw);
-    config(&mut group, rt, "rate_keyed", RatedKeyed, &body, messages, &raw);
-    config(&mut group, rt, "rate_backend", RatedBackend, &body, messages, &raw);
+}
+
+fn inbound(c: &mut Criterion, rt: &Runtime, messages: u64) {
+    let frames = Frames::new(rt, OnFrames::Inbound, messages);
+    let mut group = frames.group(c);
+    frames.measure(&mut group, "monitor", Monitored);
+    frames.measure(&mut group, "rate", Rated);
+    frames.measure(&mut group, "budget", Budgeted);
+    frames.measure(&mut group, "all_three", Intercepted);
+    frames.measure(&mut group, "rate_keyed", RatedKeyed);
+    frames.measure(&mut group, "rate_backend", RatedBackend);
     group.finish();
 }
 
 fn bidi(c: &mut Criterion, rt: &Runtime, messages: u64) {
-    let body = frames(messages as usize, SIZE);
-    let mut group = c.benchmark_group("in_memory/bidi_echo_16B");
-    group.throughput(Throughput::Elements(messages));
-    group.sampling_mode(SamplingMode::Flat);
-    let raw = || timed(|| assert_eq!(rt.block_on(drain_bidi(&Raw, black_box(body.clone()))), messages));
-    group.bench_function("raw", |b| b.iter_custom(|iters| (0..iters).map(|_| raw()).sum()));
-    fn config<S: Bench>(
-        group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-        rt: &Runtime,
-        name: &str,
-        service: S,
-        body: &bytes::Bytes,
-        messages: u64,
-        raw: &dyn Fn() -> std::time::Duration,
-    ) {
-        let scenario = format!("bidi_echo {name}");
-        group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let candidate =
-                    || timed(|| assert_eq!(rt.block_on(drain_bidi(&service, black_box(body.clone()))), messages));
-                let (baseline, candidate) = alternate(iters, raw, candidate);
-                PAIRS.record(&scenario, Pair { iters, messages_per_iter: messages, baseline, candidate });
-                candidate
-            })
-        });
-    }
-    config(&mut group, rt, "wrapped", Wrapped, &body, messages, &raw);
-    config(&mut group, rt, "monitor", Monitored, &body, messages, &raw);
-    config(&mut group, rt, "all_three", Intercepted, &body, messages, &raw);
-    config(&mut group, rt, "all_three_per_method", LimitedPerMethod, &body, messages, &raw);
+    let frames = Frames::new(rt, OnFrames::BidiEcho, messages);
+    let mut group = frames.group(c);
+    frames.measure(&mut group, "wrapped", Wrapped);
+    frames.measure(&mut group, "monitor", Monitored);
+    frames.measure(&mut group, "all_three", Intercepted);
+    frames.measure(&mut group, "all_three_per_method", LimitedPerMethod);
     group.finish();
 }
 
