@@ -431,3 +431,55 @@ async fn a_stream_that_goes_quiet_is_counted_at_once() {
     assert_eq!(call.await.unwrap().unwrap().into_inner().point_count, 4);
     assert_eq!(counter("grpc_server_msg_received_total", &received), 4);
 }
+
+struct Spells;
+
+impl Spells {
+    #[intercept(monitor, service = "metrics.Spells")]
+    async fn record_route(&self, request: Request<Streaming<Point>>) -> Result<Response<RouteSummary>, Status> {
+        let mut points = request.into_inner();
+        let mut summary = RouteSummary::default();
+        while points.message().await?.is_some() {
+            summary.point_count += 1;
+        }
+        Ok(Response::new(summary))
+    }
+}
+
+/// After its first quiet spell, a stream's next quiet spells add their
+/// counts once a 100 ms timer fires, not at once: a stream that pauses often
+/// adds to the counters at most every 100 ms. The clock is paused and moved
+/// by hand.
+#[tokio::test(start_paused = true)]
+async fn later_quiet_spells_are_counted_when_the_timer_fires() {
+    use std::time::Duration;
+    snapshotter();
+    let received = labels("client_stream", "metrics.Spells", "RecordRoute");
+    let point = |i| Point { latitude: i, longitude: i };
+    let mock = interceptor_runtime::testing::MockStream::new();
+    mock.add_messages((0..3).map(point)).add_delay(Duration::from_millis(10));
+    mock.add_messages((3..5).map(point)).add_delay(Duration::from_millis(10));
+    mock.add_messages((5..7).map(point)).add_delay(Duration::from_secs(3600));
+    let call = tokio::spawn(Spells.record_route(mock.request()));
+    let counted = || counter("grpc_server_msg_received_total", &received);
+    async fn settle() {
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    settle().await;
+    assert_eq!(counted(), 3, "the first quiet spell adds at once");
+    tokio::time::advance(Duration::from_millis(10)).await;
+    settle().await;
+    assert_eq!(counted(), 3, "the second sets the timer (100 ms)");
+    tokio::time::advance(Duration::from_millis(10)).await;
+    settle().await;
+    assert_eq!(counted(), 3, "the third finds it running");
+    tokio::time::advance(Duration::from_millis(100)).await;
+    settle().await;
+    assert_eq!(counted(), 7, "the timer fired: all seven");
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    assert_eq!(call.await.unwrap().unwrap().into_inner().point_count, 7);
+    assert_eq!(counted(), 7);
+}
