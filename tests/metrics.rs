@@ -394,19 +394,7 @@ async fn a_busy_stream_is_counted_every_256_messages() {
     assert_eq!(counter("grpc_server_msg_received_total", &received), 600);
 }
 
-struct Quiet;
-
-impl Quiet {
-    #[intercept(monitor, service = "metrics.Quiet")]
-    async fn record_route(&self, request: Request<Streaming<Point>>) -> Result<Response<RouteSummary>, Status> {
-        let mut points = request.into_inner();
-        let mut summary = RouteSummary::default();
-        while points.message().await?.is_some() {
-            summary.point_count += 1;
-        }
-        Ok(Response::new(summary))
-    }
-}
+service!(Quiet: monitor, service = "metrics.Quiet");
 
 /// The first time a stream goes quiet, what it moved reaches the counters
 /// at once: no time passes (the clock is paused, and this test never lets
@@ -432,19 +420,7 @@ async fn a_stream_that_goes_quiet_is_counted_at_once() {
     assert_eq!(counter("grpc_server_msg_received_total", &received), 4);
 }
 
-struct Spells;
-
-impl Spells {
-    #[intercept(monitor, service = "metrics.Spells")]
-    async fn record_route(&self, request: Request<Streaming<Point>>) -> Result<Response<RouteSummary>, Status> {
-        let mut points = request.into_inner();
-        let mut summary = RouteSummary::default();
-        while points.message().await?.is_some() {
-            summary.point_count += 1;
-        }
-        Ok(Response::new(summary))
-    }
-}
+service!(Spells: monitor, service = "metrics.Spells");
 
 /// After its first quiet spell, a stream's next quiet spells add their
 /// counts once a 100 ms timer fires, not at once: a stream that pauses often

@@ -534,7 +534,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::engine::{ErasedMethod, MethodInfo, RpcKind, Slot};
+    use crate::engine::RpcKind;
 
     /// Logs every hook as `name:hook`; `pending` makes its message hook wait
     /// once, `reject_start` makes `on_start` fail, `panic_delivered` makes
@@ -607,14 +607,7 @@ mod tests {
             let ctx = ctx();
             let call = chain.on_start(&ctx, &MetadataMap::new()).unwrap();
             let mut stream = chain.on_stream(&call, &ctx, Direction::Inbound);
-            let msg = MessageRef {
-                ctx: &ctx,
-                direction: Direction::Inbound,
-                message: &(),
-                encoded_len: 0,
-                index: 0,
-                bytes_before: 0,
-            };
+            let msg = message(&ctx);
             let mut cx = Context::from_waker(std::task::Waker::noop());
             let mut polled = chain.poll_message(&call, &mut stream, &mut cx, &msg);
             let waiting = chain.__message_hook_owner(&stream, "poll_message");
@@ -641,9 +634,12 @@ mod tests {
     }
 
     fn ctx() -> CallContext {
-        let slot = Box::leak(Box::new(Slot::new()));
-        let method = slot.get_or_init(|| MethodInfo::new("test.Svc", "M", RpcKind::Bidi), || ());
-        CallContext::new(ErasedMethod::new(method), None, None, true)
+        crate::engine::test_context(RpcKind::Bidi)
+    }
+
+    /// The first message of the inbound direction, `()`.
+    fn message(ctx: &CallContext) -> MessageRef<'_, ()> {
+        MessageRef { ctx, direction: Direction::Inbound, message: &(), encoded_len: 0, index: 0, bytes_before: 0 }
     }
 
     #[test]
@@ -655,14 +651,7 @@ mod tests {
         let ctx = ctx();
         let call = chain.on_start(&ctx, &MetadataMap::new()).unwrap();
         let mut stream = chain.on_stream(&call, &ctx, Direction::Inbound);
-        let msg = MessageRef {
-            ctx: &ctx,
-            direction: Direction::Inbound,
-            message: &(),
-            encoded_len: 0,
-            index: 0,
-            bytes_before: 0,
-        };
+        let msg = message(&ctx);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(chain.poll_message(&call, &mut stream, &mut cx, &msg).is_pending());
         // Polled again, only the one that waited runs again.

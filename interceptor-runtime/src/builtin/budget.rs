@@ -324,13 +324,7 @@ fn humanize(d: Duration) -> String {
 mod tests {
 
     use super::*;
-    use crate::engine::{ErasedMethod, MethodInfo, RpcKind, Slot};
-
-    fn ctx() -> CallContext {
-        let slot = Box::leak(Box::new(Slot::new()));
-        let method = slot.get_or_init(|| MethodInfo::new("test.Svc", "M", RpcKind::Unary), || ());
-        CallContext::new(ErasedMethod::new(method), None, None, true)
-    }
+    use crate::engine::{test_context, RpcKind};
 
     fn with_key(key: &str) -> MetadataMap {
         let mut metadata = MetadataMap::new();
@@ -347,7 +341,7 @@ mod tests {
             key: Some(Key::metadata("x-api-key").unwrap()),
             ..Default::default()
         });
-        let ctx = ctx();
+        let ctx = test_context(RpcKind::Unary);
         assert_eq!(budget.keys(), 0);
         let a = budget.on_start(&ctx, &with_key("a")).unwrap();
         let b = budget.on_start(&ctx, &with_key("b")).unwrap();

@@ -172,3 +172,12 @@ pub(crate) use method::ErasedMethod;
 pub use method::{type_name_of, Method, MethodInfo, NameSource, RpcKind, Slot};
 use outcome::gone;
 pub use outcome::Outcome;
+
+/// A call's context for unit tests of interceptors: a method of its own
+/// (`test.Svc/M`, of `kind`), no peer, no layer, message hooks on.
+#[cfg(test)]
+pub(crate) fn test_context(kind: RpcKind) -> CallContext {
+    let slot = Box::leak(Box::new(Slot::new()));
+    let method = slot.get_or_init(|| MethodInfo::new("test.Svc", "M", kind), || ());
+    CallContext::new(ErasedMethod::new(method), None, None, true)
+}
