@@ -38,77 +38,49 @@ fn runtime() -> Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
 }
 
-fn outbound(c: &mut Criterion, rt: &Runtime, messages: u64) {
-    let mut group = c.benchmark_group("in_memory/outbound_16B");
-    group.throughput(Throughput::Elements(messages));
-    group.sampling_mode(SamplingMode::Flat);
-    let raw = || timed(|| assert_eq!(rt.block_on(drain_outbound(&Raw, messages, SIZE)), messages));
-    group.bench_function("raw", |b| b.iter_custom(|iters| (0..iters).map(|_| raw()).sum()));
-    fn config<S: Bench>(
-        group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-        rt: &Runtime,
-        name: &str,
-        service: S,
-        messages: u64,
-        raw: &dyn Fn() -> std::time::Duration,
-    ) {
-        let scenario = format!("outbound {name}");
-        group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let candidate =
-                    || timed(|| assert_eq!(rt.block_on(drain_outbound(&service, messages, SIZE)), messages));
-                let (baseline, candidate) = alternate(iters, raw, candidate);
-                PAIRS.record(&scenario, Pair { iters, messages_per_iter: messages, baseline, candidate });
-                candidate
-            })
-        });
-    }
-    config(&mut group, rt, "monitor", Monitored, messages, &raw);
-    config(&mut group, rt, "rate", Rated, messages, &raw);
-    config(&mut group, rt, "budget", Budgeted, messages, &raw);
-    config(&mut group, rt, "all_three", Intercepted, messages, &raw);
-    config(&mut group, rt, "rate_keyed", RatedKeyed, messages, &raw);
-    config(&mut group, rt, "rate_backend", RatedBackend, messages, &raw);
-    group.finish();
-}
-
-/// What a handler called on in-memory frames does with them.
-#[derive(Clone, Copy)]
-enum OnFrames {
-    /// `ClientStream`: the inbound direction alone.
+/// What is drained, without a network.
+#[derive(Clone, Copy, PartialEq)]
+enum Workload {
+    /// `ServerStream`: the outbound direction alone.
+    Outbound,
+    /// `ClientStream` on prebuilt frames: the inbound direction alone.
     Inbound,
-    /// `Bidi`: the echo, both directions.
+    /// `Bidi` on prebuilt frames: the echo, both directions.
     BidiEcho,
 }
 
-/// One workload on the same prebuilt frames, for every configuration.
-struct Frames<'a> {
+/// One workload, the same for every configuration: for those that read a
+/// request stream, on the same prebuilt frames.
+struct InMemory<'a> {
     rt: &'a Runtime,
-    workload: OnFrames,
-    body: Bytes,
+    workload: Workload,
+    frames: Bytes,
     messages: u64,
 }
 
-impl<'a> Frames<'a> {
-    fn new(rt: &'a Runtime, workload: OnFrames, messages: u64) -> Self {
-        Frames { rt, workload, body: frames(messages as usize, SIZE), messages }
+impl<'a> InMemory<'a> {
+    fn new(rt: &'a Runtime, workload: Workload, messages: u64) -> Self {
+        let frames = if workload == Workload::Outbound { Bytes::new() } else { frames(messages as usize, SIZE) };
+        InMemory { rt, workload, frames, messages }
     }
 
     fn name(&self) -> &'static str {
         match self.workload {
-            OnFrames::Inbound => "inbound",
-            OnFrames::BidiEcho => "bidi_echo",
+            Workload::Outbound => "outbound",
+            Workload::Inbound => "inbound",
+            Workload::BidiEcho => "bidi_echo",
         }
     }
 
-    /// One iteration: `service`'s handler on the frames, drained.
+    /// One iteration: `service`'s handler called, its streams drained.
     fn time<S: Bench>(&self, service: &S) -> Duration {
         timed(|| {
-            let body = black_box(self.body.clone());
+            let frames = black_box(self.frames.clone());
             let moved = self.rt.block_on(async {
                 match self.workload {
-                    OnFrames::Inbound => drain_inbound(service, body).await,
-                    OnFrames::BidiEcho => drain_bidi(service, body).await,
+                    Workload::Outbound => drain_outbound(service, self.messages, SIZE).await,
+                    Workload::Inbound => drain_inbound(service, frames).await,
+                    Workload::BidiEcho => drain_bidi(service, frames).await,
                 }
             });
             assert_eq!(moved, self.messages);
@@ -138,25 +110,28 @@ impl<'a> Frames<'a> {
     }
 }
 
-fn inbound(c: &mut Criterion, rt: &Runtime, messages: u64) {
-    let frames = Frames::new(rt, OnFrames::Inbound, messages);
-    let mut group = frames.group(c);
-    frames.measure(&mut group, "monitor", Monitored);
-    frames.measure(&mut group, "rate", Rated);
-    frames.measure(&mut group, "budget", Budgeted);
-    frames.measure(&mut group, "all_three", Intercepted);
-    frames.measure(&mut group, "rate_keyed", RatedKeyed);
-    frames.measure(&mut group, "rate_backend", RatedBackend);
+/// One direction at a time: each interceptor alone, all three, and rate per
+/// key and through a backend.
+fn one_direction(c: &mut Criterion, rt: &Runtime, workload: Workload, messages: u64) {
+    let bench = InMemory::new(rt, workload, messages);
+    let mut group = bench.group(c);
+    bench.measure(&mut group, "monitor", Monitored);
+    bench.measure(&mut group, "rate", Rated);
+    bench.measure(&mut group, "budget", Budgeted);
+    bench.measure(&mut group, "all_three", Intercepted);
+    bench.measure(&mut group, "rate_keyed", RatedKeyed);
+    bench.measure(&mut group, "rate_backend", RatedBackend);
     group.finish();
 }
 
+/// The echo: the wrappers alone, monitor, all three per stream and per method.
 fn bidi(c: &mut Criterion, rt: &Runtime, messages: u64) {
-    let frames = Frames::new(rt, OnFrames::BidiEcho, messages);
-    let mut group = frames.group(c);
-    frames.measure(&mut group, "wrapped", Wrapped);
-    frames.measure(&mut group, "monitor", Monitored);
-    frames.measure(&mut group, "all_three", Intercepted);
-    frames.measure(&mut group, "all_three_per_method", LimitedPerMethod);
+    let bench = InMemory::new(rt, Workload::BidiEcho, messages);
+    let mut group = bench.group(c);
+    bench.measure(&mut group, "wrapped", Wrapped);
+    bench.measure(&mut group, "monitor", Monitored);
+    bench.measure(&mut group, "all_three", Intercepted);
+    bench.measure(&mut group, "all_three_per_method", LimitedPerMethod);
     group.finish();
 }
 
@@ -195,8 +170,8 @@ fn main() {
         .configure_from_args();
     let rt = runtime();
     let messages = if quick { 20_000 } else { 100_000 };
-    outbound(&mut c, &rt, messages);
-    inbound(&mut c, &rt, messages);
+    one_direction(&mut c, &rt, Workload::Outbound, messages);
+    one_direction(&mut c, &rt, Workload::Inbound, messages);
     bidi(&mut c, &rt, messages);
     c.final_summary();
     print_table();
