@@ -213,13 +213,8 @@ pub(crate) const BUILTINS: &[Builtin] = &[
                 why: "a backend keeps one limit for the method's streams on every server (one per key with `key`); \
                       remove `scope`",
             },
-            Rule { option: "max_keys", needs: &["key", "key_fn"], excludes: &[], why: "it bounds the keys held" },
-            Rule {
-                option: "on_missing_key",
-                needs: &["key", "key_fn"],
-                excludes: &[],
-                why: "it says what a call without the key gets",
-            },
+            MAX_KEYS_NEEDS_A_KEY,
+            ON_MISSING_KEY_NEEDS_A_KEY,
             Rule {
                 option: "on_backend_error",
                 needs: &["backend"],
@@ -288,13 +283,8 @@ pub(crate) const BUILTINS: &[Builtin] = &[
                 excludes: &[],
                 why: "`key_fn` counts the `streams` limit per key",
             },
-            Rule { option: "max_keys", needs: &["key", "key_fn"], excludes: &[], why: "it bounds the keys held" },
-            Rule {
-                option: "on_missing_key",
-                needs: &["key", "key_fn"],
-                excludes: &[],
-                why: "it says what a call without the key gets",
-            },
+            MAX_KEYS_NEEDS_A_KEY,
+            ON_MISSING_KEY_NEEDS_A_KEY,
         ],
         runs_first: false,
     },
@@ -313,6 +303,17 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         runs_first: true,
     },
 ];
+
+/// The rules of `max_keys` and `on_missing_key`, options of `rate` and
+/// `budget` alike.
+const MAX_KEYS_NEEDS_A_KEY: Rule =
+    Rule { option: "max_keys", needs: &["key", "key_fn"], excludes: &[], why: "it bounds the keys held" };
+const ON_MISSING_KEY_NEEDS_A_KEY: Rule = Rule {
+    option: "on_missing_key",
+    needs: &["key", "key_fn"],
+    excludes: &[],
+    why: "it says what a call without the key gets",
+};
 
 /// `key = ..`, an option of `rate` and `budget`.
 const KEY: Opt = Opt {
