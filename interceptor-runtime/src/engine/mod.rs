@@ -89,6 +89,12 @@
 //!   its `&'static Method<I>`, the call's waker for its `Weak<CallCell<I>>`. A `DirectionHandle<M>` holds no `M` (it lends the
 //!   hooks an `&M` for the length of a call), so it is `Send + Sync`
 //!   whatever `M`; `Inbound<T>` and `Outbound<S>` are as their own fields.
+//! - **I8 A message taken is moved, not copied.** [`take_message`] copies a
+//!   message's bytes out of the item a stream returned, in 8-byte words of
+//!   `MaybeUninit` (padding included), only for a message type whose size
+//!   is a multiple of 8 and whose alignment is at least 8 (checked where it
+//!   copies), and forgets the item it took them from: the copy is the one
+//!   owner of whatever the message holds.
 //!
 //! # Waking: the protocol
 //! Not memory safety but liveness: a direction that waits is woken when the
@@ -133,6 +139,8 @@
 //! - [`handle`], [`direction`]: a wrapper's handle on its direction, and the
 //!   per-message path behind it.
 //! - [`waker`]: the call's waker, for the interceptors' timers.
+//! - [`message`]: a message moved out of its stream's item without a
+//!   stall (`Inbound` and `Outbound` pass every message on with it).
 //! - [`panic`](mod@panic): panics caught at the engine's boundaries (the handler's
 //!   body, the response stream, every interceptor hook).
 //! - [`sync`]: the context's atomics, waker slots and once-cells, std's or
@@ -147,6 +155,7 @@ mod direction;
 pub(crate) mod flag;
 mod guard;
 mod handle;
+mod message;
 mod method;
 mod outcome;
 pub(crate) mod panic;
@@ -168,6 +177,7 @@ use direction::{DirectionView, ErasedDirection};
 pub use guard::{CallGuard, Run};
 pub use handle::DirectionHandle;
 use handle::{CellPtr, VTableOf};
+pub(crate) use message::take_message;
 pub(crate) use method::ErasedMethod;
 pub use method::{type_name_of, Method, MethodInfo, NameSource, RpcKind, Slot};
 use outcome::gone;

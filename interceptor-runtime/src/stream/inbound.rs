@@ -12,7 +12,7 @@ use tonic::{metadata::MetadataMap, Status, Streaming};
 
 use super::slow_path;
 use crate::{
-    engine::{CallContext, DirectionHandle},
+    engine::{take_message, CallContext, DirectionHandle},
     interceptor::Direction,
 };
 
@@ -100,20 +100,13 @@ impl<T: prost::Message + 'static> Inbound<T> {
     /// interceptors passed (every message, on the fast path) and by `other`
     /// otherwise.
     ///
-    /// The message is read out of the place `Streaming` wrote it to, field
-    /// by field, into what the caller gets: inlined into the handler's
-    /// future, nothing copies the whole item. Such a copy (wide loads of a
-    /// value just written field by field) misses store forwarding and cost
-    /// 5 ns per message, most of what the interceptors added at 16 B. Every
-    /// way off the fast path is out of line, in [`slow_path`].
-    ///
-    /// Returning the inner stream's item whole instead (where it lies, every
-    /// other outcome replacing it in place) saves about 10 instructions per
-    /// message, and was measured slower: the item is then written in
-    /// 16-byte blocks from its start, which straddle the message's fields,
-    /// and the caller's loads of the message cannot take them from the
-    /// store buffer (bidi echo in memory: 4-5 ns per message more). Built
-    /// here, the message is written where the caller reads it.
+    /// The message is looked at where `Streaming` wrote it, and moved on
+    /// from there by [`take_message`], in words as wide as `Streaming`'s
+    /// stores, so that the loads take them from the store buffer; a plain
+    /// move stalled on each message (see `engine::message`). Returning the
+    /// inner stream's item whole instead was measured slower too (bidi echo
+    /// in memory: 4-5 ns per message more), for the same reason. Every way
+    /// off the fast path is out of line, in [`slow_path`].
     #[inline(always)]
     fn poll_shaped<R>(
         &mut self,
@@ -129,15 +122,11 @@ impl<T: prost::Message + 'static> Inbound<T> {
             return slow_path::no_message::<T, false>(&mut self.handle, &mut self.pending, cx, polled).map(other);
         };
         if self.handle.counted_unhooked(message, Direction::Inbound) {
-            if let Poll::Ready(Some(Ok(message))) = polled {
-                return Poll::Ready(passed(message));
-            }
+            return Poll::Ready(passed(take_message(polled)));
         }
         let held = self.handle.poll_hooks(cx, message);
         if let Poll::Ready(Ok(())) = held {
-            if let Poll::Ready(Some(Ok(message))) = polled {
-                return Poll::Ready(passed(message));
-            }
+            return Poll::Ready(passed(take_message(polled)));
         }
         slow_path::not_passed::<T, false>(&mut self.handle, &mut self.pending, held, polled).map(other)
     }

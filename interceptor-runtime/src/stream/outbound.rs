@@ -12,7 +12,7 @@ use tonic::Status;
 
 use super::slow_path;
 use crate::{
-    engine::{panic, CallContext, DirectionHandle},
+    engine::{panic, take_message, CallContext, DirectionHandle},
     interceptor::Direction,
 };
 
@@ -73,8 +73,8 @@ where
     type Item = Result<S::Ok, Status>;
 
     // As in `Inbound`: the message is looked at where the inner stream wrote
-    // it and read out of there field by field, never copied whole; every way
-    // off the fast path is out of line, in `slow_path`.
+    // it and moved on from there by `take_message`, whose loads do not
+    // stall; every way off the fast path is out of line, in `slow_path`.
     #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
@@ -93,15 +93,11 @@ where
                 return slow_path::no_message::<S::Ok, true>(handle, pending, cx, polled);
             };
             if handle.counted_unhooked(message, Direction::Outbound) {
-                if let Poll::Ready(Some(Ok(message))) = polled {
-                    return Poll::Ready(Some(Ok(message)));
-                }
+                return Poll::Ready(Some(Ok(take_message(polled))));
             }
             let held = handle.poll_hooks(cx, message);
             if let Poll::Ready(Ok(())) = held {
-                if let Poll::Ready(Some(Ok(message))) = polled {
-                    return Poll::Ready(Some(Ok(message)));
-                }
+                return Poll::Ready(Some(Ok(take_message(polled))));
             }
             slow_path::not_passed::<S::Ok, true>(handle, pending, held, polled)
         });
