@@ -366,20 +366,25 @@ impl<A, B> Chain<A, B> {
 pub struct ChainStream<A, B> {
     first: A,
     second: B,
-    /// Which link has the current message: `FIRST`, `SECOND` once the first
-    /// let it pass (only the second is polled again), `SECOND_DELIVERED`
-    /// while the second hears `on_delivered`. A message hook that panics is
+    /// Which link has the current message. A message hook that panics is
     /// told from it (`__message_hook_owner`): a byte written per step
-    /// instead of a guard per hook call.
-    phase: u8,
+    /// instead of a guard per hook call. An enum, not a `u8`, so that the
+    /// engine's `Option` of the state takes no room of its own.
+    phase: Phase,
 }
 
-/// [`ChainStream::phase`]: the first link has the message.
-const FIRST: u8 = 0;
-/// The first link let the message pass; the second has it.
-const SECOND: u8 = 1;
-/// The second link hears `on_delivered`.
-const SECOND_DELIVERED: u8 = 2;
+/// [`ChainStream::phase`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Phase {
+    /// The first link has the message.
+    #[default]
+    First,
+    /// The first link let the message pass; the second has it (only the
+    /// second is polled again).
+    Second,
+    /// The second link hears `on_delivered`.
+    SecondDelivered,
+}
 
 impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
     type Call = (A::Call, B::Call);
@@ -413,7 +418,7 @@ impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
         ChainStream {
             first: blaming(ctx, &self.first, "on_stream", || self.first.on_stream(&call.0, ctx, direction)),
             second: blaming(ctx, &self.second, "on_stream", || self.second.on_stream(&call.1, ctx, direction)),
-            phase: FIRST,
+            phase: Phase::First,
         }
     }
 
@@ -428,18 +433,18 @@ impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
         cx: &mut Context<'_>,
         msg: &MessageRef<'_, M>,
     ) -> Poll<Result<(), Status>> {
-        if stream.phase != SECOND {
+        if stream.phase != Phase::Second {
             match self.first.poll_message(&call.0, &mut stream.first, cx, msg) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(status)) => return Poll::Ready(Err(rejected_by(msg.ctx, self.first.name(), status))),
-                Poll::Ready(Ok(())) => stream.phase = SECOND,
+                Poll::Ready(Ok(())) => stream.phase = Phase::Second,
             }
         }
         let result = match self.second.poll_message(&call.1, &mut stream.second, cx, msg) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(result) => result,
         };
-        stream.phase = FIRST;
+        stream.phase = Phase::First;
         match result {
             Ok(()) => Poll::Ready(Ok(())),
             Err(status) => Poll::Ready(Err(rejected_by(msg.ctx, self.second.name(), status))),
@@ -454,15 +459,15 @@ impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
         msg: &MessageRef<'_, M>,
     ) {
         self.first.on_delivered(&call.0, &mut stream.first, msg);
-        stream.phase = SECOND_DELIVERED;
+        stream.phase = Phase::SecondDelivered;
         self.second.on_delivered(&call.1, &mut stream.second, msg);
-        stream.phase = FIRST;
+        stream.phase = Phase::First;
     }
 
     fn __message_hook_owner(&self, stream: &Self::Stream, hook: &'static str) -> &'static str {
         let second = match hook {
-            "on_delivered" => stream.phase == SECOND_DELIVERED,
-            _ => stream.phase == SECOND,
+            "on_delivered" => stream.phase == Phase::SecondDelivered,
+            _ => stream.phase == Phase::Second,
         };
         if second {
             self.second.__message_hook_owner(&stream.second, hook)
