@@ -156,6 +156,59 @@ async fn a_byte_budget_cuts_the_stream_before_the_message_that_would_overrun_it(
     .await;
 }
 
+service!(calls_only BudgetWide: monitor, budget(bytes = "1MiB"), service = "test.BudgetWide");
+
+/// A byte budget wide enough that most messages pass without `budget` seeing
+/// them (a run at a time, as many as still fit at 64 KiB each): the cut is
+/// still exact. 131,072 points of 8 bytes fill 1 MiB; the next one is refused.
+#[tokio::test(start_paused = true)]
+async fn a_wide_byte_budget_cuts_at_exactly_the_byte_that_overruns_it() {
+    in_real_time(async {
+        let (mut client, _server) = serve_and_connect(BudgetWide).await;
+        let point = |i: i32| Point { latitude: 1_000_000 + i % 1000, longitude: 1_000_000 };
+        assert_eq!(point(0).encoded_len(), 8);
+        let fit = (1 << 20) / 8;
+        let points = tokio_stream::iter((0..fit + 10).map(point));
+        let status = client.record_route(points).await.unwrap_err();
+        assert_eq!(status.message(), "budget: 1048576 bytes per stream used up (recv)");
+        let key = "/test.BudgetWide/RecordRoute";
+        let outcome = outcome(key, 0).await;
+        assert_eq!((outcome.stats.messages_received, outcome.stats.bytes_received), (fit as u64, 1 << 20));
+        let points = tokio_stream::iter((0..fit).map(point));
+        assert_eq!(client.record_route(points).await.unwrap().into_inner().point_count, fit);
+    })
+    .await;
+}
+
+/// The same budget with messages over 64 KiB among small ones: those are
+/// always seen, and the cut falls exactly where the bytes run out.
+#[tokio::test(start_paused = true)]
+async fn a_wide_byte_budget_is_exact_with_large_messages_among_small_ones() {
+    in_real_time(async {
+        let (mut client, _server) = serve_and_connect(BudgetWide).await;
+        let sized = |i: usize| note(0, &"x".repeat(if i % 7 == 6 { 100_000 } else { 995 }));
+        let sizes: Vec<u64> = (0..80).map(|i| sized(i).encoded_len() as u64).collect();
+        assert_eq!((sizes[0], sizes[6]), (1000, 100_000 + 6));
+        let fit = sizes
+            .iter()
+            .scan(0, |sum, size| {
+                *sum += size;
+                Some(*sum)
+            })
+            .take_while(|sum| *sum <= 1 << 20)
+            .count();
+        let notes = tokio_stream::iter((0..80).map(sized));
+        let mut replies = client.route_chat(notes).await.unwrap().into_inner();
+        let (echoes, status) = drain(&mut replies).await;
+        assert!(echoes.len() <= fit);
+        assert_eq!(status.message(), "budget: 1048576 bytes per stream used up (recv)");
+        let outcome = outcome("/test.BudgetWide/RouteChat", 0).await;
+        assert_eq!(outcome.stats.messages_received, fit as u64);
+        assert_eq!(outcome.stats.bytes_received, sizes[..fit].iter().sum::<u64>());
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------
 // budget: duration and idle
 

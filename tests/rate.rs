@@ -288,6 +288,37 @@ async fn a_client_that_goes_away_while_a_message_waits_leaves_nothing_parked() {
     .await;
 }
 
+service!(calls_only RateRefund: rate(recv = 100_000, scope = method), service = "test.RateRefund");
+
+/// A stream of a method-wide rate takes its permits in growing batches, and
+/// lets the messages it holds permits for pass unseen; when it ends, the
+/// permits it took and did not use go back to the method. At 100,000/s the
+/// method has 100 permits at once (a millisecond's worth): 33 points take
+/// batches of 1 to 32 (63 permits), and the 30 left over go back, so that
+/// the next upload gets at once the rest of the 100.
+#[tokio::test(start_paused = true)]
+async fn permits_a_stream_took_and_did_not_use_go_back_to_the_method() {
+    on_paused_clock(async {
+        let key = "/test.RateRefund/RecordRoute";
+        let t0 = Instant::now();
+        let upload = |n: i32| async move {
+            let (points, stream) = client_stream::<Point>();
+            for i in 0..n {
+                points.send(Point { latitude: i, longitude: 0 }).unwrap();
+            }
+            drop(points);
+            RateRefund.record_route(Request::new(stream)).await.unwrap().into_inner().point_count
+        };
+        assert_eq!(upload(33).await, 33);
+        assert_eq!(upload(100).await, 100);
+        // All 100 at once: 33, and the 67 the first left (37 if the 30 it
+        // took and did not use were lost).
+        let at_once = received(&events(key)).iter().filter(|at| **at == t0).count();
+        assert_eq!(at_once, 100);
+    })
+    .await;
+}
+
 service!(RateCancel: monitor, rate(recv = 1, scope = method), service = "test.RateCancel");
 
 /// The same over loopback: the server hears the client go away while its

@@ -173,10 +173,42 @@ pub trait Interceptor: Send + Sync + 'static {
 
     /// `false` only where `poll_message` and `on_delivered` are the defaults
     /// and `on_message` too: the wrappers then count each message without
-    /// calling the hooks. Not meant to be written by hand (`()` and
-    /// [`Chain`] do).
+    /// calling the hooks (the default
+    /// [`__unseen_allowance`](Self::__unseen_allowance) lets every message
+    /// pass unseen). Not meant to be written by hand (`()` and [`Chain`]
+    /// do).
     #[doc(hidden)]
     const __MESSAGE_HOOKS: bool = true;
+
+    /// How many of a direction's next messages may pass without this
+    /// interceptor's message hooks (`poll_message`, `on_delivered`) being
+    /// called: the wrapper counts them, and a hook called later sees their
+    /// count in its message's `index` and `bytes_before`. `index` and
+    /// `bytes` are the direction's counts so far; no message passed unseen is
+    /// larger than 64 KiB. Asked after each message the hooks passed; the
+    /// default is none, or all without message hooks. Not meant to be
+    /// written by hand (the built-in interceptors do).
+    #[doc(hidden)]
+    #[inline]
+    fn __unseen_allowance(&self, call: &Self::Call, stream: &Self::Stream, index: u64, bytes: u64) -> u64 {
+        let _ = (call, stream, index, bytes);
+        if Self::__MESSAGE_HOOKS {
+            0
+        } else {
+            u64::MAX
+        }
+    }
+
+    /// `count` of the direction's next messages pass unseen (at most what
+    /// [`__unseen_allowance`](Self::__unseen_allowance) allowed), or, when
+    /// negative, that many of those did not come after all: the
+    /// interceptor spends, or gets back, what it would have for them. Not
+    /// meant to be written by hand.
+    #[doc(hidden)]
+    #[inline]
+    fn __spend_unseen(&self, stream: &mut Self::Stream, count: i64) {
+        let _ = (stream, count);
+    }
 
     /// A short name, in `snake_case` by convention: recorded as the
     /// interceptor that ended a call it rejects (`Outcome::ended_by`, the
@@ -462,6 +494,22 @@ impl<A: Interceptor, B: Interceptor> Interceptor for Chain<A, B> {
         stream.phase = Phase::SecondDelivered;
         self.second.on_delivered(&call.1, &mut stream.second, msg);
         stream.phase = Phase::First;
+    }
+
+    /// As many as both links allow.
+    #[inline]
+    fn __unseen_allowance(&self, call: &Self::Call, stream: &Self::Stream, index: u64, bytes: u64) -> u64 {
+        let first = self.first.__unseen_allowance(&call.0, &stream.first, index, bytes);
+        if first == 0 {
+            return 0;
+        }
+        first.min(self.second.__unseen_allowance(&call.1, &stream.second, index, bytes))
+    }
+
+    #[inline]
+    fn __spend_unseen(&self, stream: &mut Self::Stream, count: i64) {
+        self.first.__spend_unseen(&mut stream.first, count);
+        self.second.__spend_unseen(&mut stream.second, count);
     }
 
     fn __message_hook_owner(&self, stream: &Self::Stream, hook: &'static str) -> &'static str {

@@ -133,3 +133,32 @@ impl Interceptor for Recorder {
         record(ctx.method().full_name, Event::Ended(*call, ctx.outcome().expect("set before on_end").clone()));
     }
 }
+
+/// [`Recorder`] without the messages: it logs each call's start, streams and
+/// end, and has no message hooks, so that the interceptors beside it may let
+/// messages pass unseen, as they do without it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallRecorder;
+
+impl Interceptor for CallRecorder {
+    type Call = CallId;
+    type Stream = ();
+    // Only `Recorder::on_message` is left out.
+    const __MESSAGE_HOOKS: bool = false;
+
+    fn name(&self) -> &'static str {
+        "call_recorder"
+    }
+
+    fn on_start(&self, ctx: &CallContext, metadata: &MetadataMap) -> Result<CallId, Status> {
+        Recorder.on_start(ctx, metadata)
+    }
+
+    fn on_stream(&self, call: &CallId, ctx: &CallContext, direction: Direction) {
+        Recorder.on_stream(call, ctx, direction)
+    }
+
+    fn on_end(&self, call: &CallId, ctx: &CallContext) {
+        Recorder.on_end(call, ctx)
+    }
+}

@@ -135,20 +135,30 @@ pub fn route_chat(mut notes: Inbound<RouteNote>) -> BoxStream<RouteNote> {
 /// first and the given interceptors after it, on every method:
 /// `service!(RateRecv: rate(recv = 10), service = "test.RateRecv");`.
 macro_rules! service {
+    // `service!(calls_only X: ..)`: the calls recorded, not the messages
+    // (`events::CallRecorder`), so that the interceptors may let messages
+    // pass unseen.
+    (calls_only $(#[$doc:meta])* $ty:ident: $($args:tt)*) => {
+        $crate::common::handlers::service!(@with [CallRecorder] $(#[$doc])* $ty: $($args)*);
+    };
     ($(#[$doc:meta])* $ty:ident: $($args:tt)*) => {
+        $crate::common::handlers::service!(@with [Recorder] $(#[$doc])* $ty: $($args)*);
+    };
+    (@with [$recorder:ident] $(#[$doc:meta])* $ty:ident: $($args:tt)*) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, Default)]
         struct $ty;
 
         const _: () = {
-            use $crate::common::{events::Recorder, handlers};
+            #[allow(unused_imports)]
+            use $crate::common::{events::{CallRecorder, Recorder}, handlers};
             use interceptor_examples::pb::{
                 route_guide_server::RouteGuide, Feature, Point, Rectangle, RouteNote, RouteSummary,
             };
             use interceptor_runtime::CallContext;
             use tonic::{codegen::BoxStream, Request, Response, Status, Streaming};
 
-            #[interceptor_runtime::intercept(with = Recorder, $($args)*)]
+            #[interceptor_runtime::intercept(with = $recorder, $($args)*)]
             #[tonic::async_trait]
             impl RouteGuide for $ty {
                 async fn get_feature(&self, request: Request<Point>) -> Result<Response<Feature>, Status> {

@@ -51,7 +51,7 @@ use tonic::{metadata::MetadataMap, Status};
 
 use super::key::{self, Key, KeyFn, KeyState, KeyedMap, Keying, MissingKey};
 use crate::{
-    engine::CallContext,
+    engine::{CallContext, UNSEEN_MAX_LEN},
     interceptor::{Direction, Interceptor, MessageRef},
 };
 
@@ -243,6 +243,16 @@ impl Interceptor for Budget {
             }
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// The messages and bytes left, counted as [`poll_message`](Self::poll_message)
+    /// counts them: every message up to the last one the limits allow, each
+    /// at most `UNSEEN_MAX_LEN` bytes, passes unseen.
+    #[inline]
+    fn __unseen_allowance(&self, _: &BudgetCall, _: &(), index: u64, bytes: u64) -> u64 {
+        let messages = self.config.messages.map_or(u64::MAX, |max| max.saturating_sub(index));
+        let by_bytes = self.config.bytes.map_or(u64::MAX, |max| max.saturating_sub(bytes) / UNSEEN_MAX_LEN as u64);
+        messages.min(by_bytes)
     }
 
     fn poll_interrupt(&self, call: &BudgetCall, _: &mut (), ctx: &CallContext, cx: &mut Context<'_>) -> Poll<Status> {

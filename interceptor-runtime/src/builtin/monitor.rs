@@ -28,7 +28,7 @@ use tonic::{metadata::MetadataMap, Status};
 use tracing::Span;
 
 use crate::{
-    engine::{CallContext, MethodInfo},
+    engine::{CallContext, MethodInfo, UNSEEN_MAX_LEN},
     interceptor::{Direction, Interceptor, MessageRef},
     stats::{self, MethodStats},
 };
@@ -239,6 +239,29 @@ impl Interceptor for Monitor {
         if stream.countdown == 0 {
             self.flush_busy(call, stream, msg.call(), msg.index() + 1);
         }
+    }
+
+    /// Every message until the next batch, when no message can be larger
+    /// than `warn_size`: the one that makes the batch is seen.
+    #[inline]
+    fn __unseen_allowance(&self, _: &MonitorCall, stream: &MonitorStream, _: u64, _: u64) -> u64 {
+        if self.config.warn_size.is_some_and(|limit| limit < UNSEEN_MAX_LEN as u64) {
+            return 0;
+        }
+        #[cfg(feature = "metrics")]
+        return u64::from(stream.countdown - 1);
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = stream;
+            u64::MAX
+        }
+    }
+
+    /// Unseen messages count down to the next batch as seen ones do.
+    #[cfg(feature = "metrics")]
+    #[inline]
+    fn __spend_unseen(&self, stream: &mut MonitorStream, count: i64) {
+        stream.countdown = (i64::from(stream.countdown) - count) as u32;
     }
 
     /// A quiet direction with messages not added yet adds them at once the

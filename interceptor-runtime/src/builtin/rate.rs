@@ -405,6 +405,18 @@ impl Interceptor for Rate {
         }
         self.poll_permit(call, stream, cx, msg.call(), msg.direction())
     }
+
+    /// Every message the stream holds a permit for: each passes unseen,
+    /// spending one, as [`poll_message`](Self::poll_message) would.
+    #[inline]
+    fn __unseen_allowance(&self, _: &RateCall, stream: &RateStream, _: u64, _: u64) -> u64 {
+        stream.credit
+    }
+
+    #[inline]
+    fn __spend_unseen(&self, stream: &mut RateStream, count: i64) {
+        stream.credit = stream.credit.wrapping_add_signed(-count);
+    }
 }
 
 impl Rate {

@@ -11,7 +11,7 @@ use tonic::{Code, Status};
 use super::{
     flag,
     sync::{
-        fence, AtomicU8, AtomicWaker, OnceBox, OnceLock,
+        fence, AtomicU16, AtomicU8, AtomicWaker, OnceBox, OnceLock,
         Ordering::{Acquire, Relaxed, Release, SeqCst},
     },
     CallStats, Counters, ErasedMethod, MethodInfo, Outcome,
@@ -46,6 +46,12 @@ impl Started {
     }
 }
 
+/// The largest message (its `encoded_len`) that may pass unseen: a larger
+/// one always goes through the interceptors, so that one that limits bytes
+/// can let `n` messages pass unseen while `n` times this fits in what is
+/// left, and one that looks at sizes need not see the smaller ones.
+pub(crate) const UNSEEN_MAX_LEN: usize = 64 * 1024;
+
 /// One call, as seen by the interceptors and the handler.
 ///
 /// Reach it from the handler body through the request's extensions:
@@ -61,6 +67,12 @@ impl Started {
 pub struct CallContext {
     recv: Counters,
     pub(crate) flags: AtomicU8,
+    /// Per direction (inbound, outbound): how many of its next messages may
+    /// pass without the interceptors seeing them, counted by the wrapper
+    /// alone (see [`UNSEEN_MAX_LEN`]). Read and written by the direction's
+    /// owner only (I1), as its counters are; in what would be the flags'
+    /// padding.
+    unseen: [AtomicU16; 2],
     /// The `Method<I>` that started the call (I5).
     pub(super) method: ErasedMethod,
     peer: Option<SocketAddr>,
@@ -101,18 +113,13 @@ impl fmt::Debug for CallContext {
 }
 
 impl CallContext {
-    /// `message_hooks`: the interceptors' `__MESSAGE_HOOKS`.
-    pub(crate) fn new(
-        method: ErasedMethod,
-        peer: Option<SocketAddr>,
-        tap: Option<Arc<Tap>>,
-        message_hooks: bool,
-    ) -> Self {
-        let hooked = if message_hooks { flag::HOOKED } else { 0 };
+    pub(crate) fn new(method: ErasedMethod, peer: Option<SocketAddr>, tap: Option<Arc<Tap>>) -> Self {
         CallContext {
             recv: Counters::default(),
             // Each direction polls the interceptors' timers once when it starts.
-            flags: AtomicU8::new(flag::INTERRUPT_IN | flag::INTERRUPT_OUT | hooked),
+            flags: AtomicU8::new(flag::INTERRUPT_IN | flag::INTERRUPT_OUT),
+            // The interceptors see each direction's first message.
+            unseen: [AtomicU16::new(0), AtomicU16::new(0)],
             method,
             peer,
             tap,
@@ -193,6 +200,12 @@ impl CallContext {
             Direction::Inbound => &self.recv,
             Direction::Outbound => &self.sent,
         }
+    }
+
+    /// How many of `direction`'s next messages may pass unseen.
+    #[inline]
+    pub(crate) fn unseen(&self, direction: Direction) -> &AtomicU16 {
+        &self.unseen[direction as usize]
     }
 
     /// The transport's view of the call, when [`InterceptLayer`](crate::InterceptLayer)

@@ -65,9 +65,25 @@ impl<I: Interceptor, const OUT: bool> DirectionView<I, OUT> {
     /// yields nothing after `status`.
     #[cold]
     fn close(&self, state: &mut Option<I::Stream>, status: Status) -> Status {
+        self.give_back_unseen(state);
         *state = None;
         self.0.ctx.flags.fetch_or(flag::done(Self::DIRECTION), Ordering::Relaxed);
         status
+    }
+
+    /// Gives the interceptors back the messages they let pass unseen and
+    /// that did not come: before they see a message, and before the state
+    /// goes (a `rate` returns the permits to its shared limiter).
+    #[inline]
+    fn give_back_unseen(&self, state: &mut Option<I::Stream>) {
+        let unseen = self.0.ctx.unseen(Self::DIRECTION);
+        let left = unseen.load(Ordering::Relaxed);
+        if left != 0 {
+            unseen.store(0, Ordering::Relaxed);
+            if let Some(stream) = state.as_mut() {
+                self.0.method().interceptors.__spend_unseen(stream, -i64::from(left));
+            }
+        }
     }
 
     /// An interceptor rejected: the whole call ends with `status`.
@@ -233,6 +249,7 @@ impl<I: Interceptor, const OUT: bool> DirectionView<I, OUT> {
     ) -> Poll<Result<(), Status>> {
         let cell = &self.0;
         let ctx = &cell.ctx;
+        self.give_back_unseen(state);
         let Some(stream) = state.as_mut() else { return Poll::Ready(Err(self.close(state, self.ended_status()))) };
         let counters = ctx.counters(Self::DIRECTION);
         let view = MessageRef {
@@ -248,8 +265,21 @@ impl<I: Interceptor, const OUT: bool> DirectionView<I, OUT> {
         // ends the call; the message is not delivered.
         match panic::catch(|| interceptors.poll_message(&cell.call_state, stream, cx, &view)) {
             Ok(Poll::Ready(Ok(()))) => {
-                if let Err(payload) = panic::catch(|| interceptors.on_delivered(&cell.call_state, stream, &view)) {
-                    return Poll::Ready(Err(self.hook_panicked(state, "on_delivered", payload)));
+                // Then, how many of the next messages may pass unseen (one
+                // at most `u16::MAX` at a time), taken from the interceptors.
+                let delivered = || {
+                    interceptors.on_delivered(&cell.call_state, stream, &view);
+                    let next = (view.index + 1, view.bytes_before + view.encoded_len as u64);
+                    let unseen = interceptors.__unseen_allowance(&cell.call_state, stream, next.0, next.1);
+                    let unseen = u16::try_from(unseen).unwrap_or(u16::MAX);
+                    if unseen != 0 {
+                        interceptors.__spend_unseen(stream, i64::from(unseen));
+                    }
+                    unseen
+                };
+                match panic::catch(delivered) {
+                    Ok(unseen) => ctx.unseen(Self::DIRECTION).store(unseen, Ordering::Relaxed),
+                    Err(payload) => return Poll::Ready(Err(self.hook_panicked(state, "on_delivered", payload))),
                 }
                 counters.record(view.index, view.bytes_before, view.encoded_len);
                 Poll::Ready(Ok(()))
@@ -291,7 +321,8 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedDirecti
 
     unsafe fn end(&self, cell_ptr: *const (), result: Result<(), Status>) -> Option<Status> {
         // SAFETY: I1: the caller is the direction's one handle, `&mut`.
-        let state = unsafe { self.state() }.take();
+        let mut state = unsafe { self.state() }.take();
+        self.give_back_unseen(&mut state);
         let ctx = &self.0.ctx;
         let flags = ctx.flags.fetch_or(flag::done(Self::DIRECTION), Ordering::Relaxed);
         let last = if OUT && flags & flag::OWNS_END != 0 {
@@ -312,7 +343,8 @@ impl<I: Interceptor, const OUT: bool, M: prost::Message + 'static> ErasedDirecti
 
     unsafe fn release(&self) {
         // SAFETY: I1: the caller is the direction's one handle, `&mut`.
-        let state = unsafe { self.state() }.take();
+        let mut state = unsafe { self.state() }.take();
+        self.give_back_unseen(&mut state);
         let ctx = &self.0.ctx;
         let flags = ctx.flags.fetch_or(flag::done(Self::DIRECTION), Ordering::Relaxed);
         if OUT && flags & flag::OWNS_END != 0 && flags & flag::DONE_OUT == 0 {

@@ -17,11 +17,6 @@ pub(crate) const DONE_IN: u8 = 16;
 pub(crate) const DONE_OUT: u8 = 32;
 /// The outbound stream ends the call, also when dropped before its end.
 pub(crate) const OWNS_END: u8 = 64;
-/// The interceptors have message hooks (`Interceptor::__MESSAGE_HOOKS`):
-/// every message goes through the direction's vtable. Without, and with
-/// no other bit a message looks at, a wrapper counts the message itself.
-pub(crate) const HOOKED: u8 = 128;
-
 /// `INTERRUPT_IN` or `INTERRUPT_OUT`.
 pub(crate) const fn interrupt(direction: crate::interceptor::Direction) -> u8 {
     match direction {

@@ -59,7 +59,7 @@ impl<I: Interceptor> Method<I> {
     /// The `on_start` hooks: the call and its guard, or the rejection.
     fn start_call<T>(&'static self, request: &mut Request<T>) -> Result<CallGuard<I>, Status> {
         let tap = request.extensions().get::<Arc<Tap>>().cloned();
-        let ctx = CallContext::new(ErasedMethod::new(self), request.remote_addr(), tap, I::__MESSAGE_HOOKS);
+        let ctx = CallContext::new(ErasedMethod::new(self), request.remote_addr(), tap);
         let started = match panic::catch(|| self.interceptors.on_start(&ctx, request.metadata())) {
             Ok(started) => started,
             // A `Chain` turns a panic of one of its links into an error

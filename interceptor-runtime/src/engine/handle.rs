@@ -151,10 +151,9 @@ impl<M> DirectionHandle<M> {
     /// message when it passes. An error is the direction's last item (so are
     /// `poll_interrupt`'s and `end`'s).
     ///
-    /// Interceptors without message hooks (`with = ()`) let every message
-    /// pass: while the call's flags ask nothing else of the message either,
-    /// it is counted here, inlined into the wrapper, instead of through the
-    /// vtable, which does the same.
+    /// While the interceptors let the direction's next messages pass unseen
+    /// (and no flag asks anything of the message), the message is counted
+    /// here, inlined into the wrapper, instead of through the vtable.
     #[inline(always)]
     pub(crate) fn poll_message(
         &mut self,
@@ -165,28 +164,39 @@ impl<M> DirectionHandle<M> {
     where
         M: prost::Message,
     {
-        if self.counted_unhooked(msg, direction) {
+        if self.passed_unseen(msg, direction) {
             return Poll::Ready(Ok(()));
         }
         self.poll_hooks(cx, msg)
     }
 
     /// The fast path of [`poll_message`](Self::poll_message), for a
-    /// wrapper to branch on: `true` if the message was counted without
-    /// hooks, and so passed; `false` if it must go through
-    /// [`poll_hooks`](Self::poll_hooks).
+    /// wrapper to branch on: `true` if the message passed unseen, counted;
+    /// `false` if it must go through [`poll_hooks`](Self::poll_hooks).
+    ///
+    /// It passes unseen while the interceptors allow it (the context's
+    /// `unseen` count for the direction, which it takes one from), while it
+    /// is at most [`UNSEEN_MAX_LEN`](super::UNSEEN_MAX_LEN) bytes, and while
+    /// neither `TERMINATED` nor the direction's `INTERRUPT_*` is set.
     #[inline(always)]
-    pub(crate) fn counted_unhooked(&mut self, msg: &M, direction: Direction) -> bool
+    pub(crate) fn passed_unseen(&mut self, msg: &M, direction: Direction) -> bool
     where
         M: prost::Message,
     {
         let ctx = self.context();
-        if ctx.flags.load(Ordering::Relaxed) & (flag::HOOKED | flag::TERMINATED | flag::interrupt(direction)) != 0 {
+        if ctx.flags.load(Ordering::Relaxed) & (flag::TERMINATED | flag::interrupt(direction)) != 0 {
             return false;
         }
+        let unseen = ctx.unseen(direction);
+        let allowed = unseen.load(Ordering::Relaxed);
+        let len = msg.encoded_len();
+        if allowed == 0 || len > super::UNSEEN_MAX_LEN {
+            return false;
+        }
+        unseen.store(allowed - 1, Ordering::Relaxed);
         let counters = ctx.counters(direction);
         let (messages, bytes) = (counters.messages.load(Ordering::Relaxed), counters.bytes.load(Ordering::Relaxed));
-        counters.record(messages, bytes, msg.encoded_len());
+        counters.record(messages, bytes, len);
         true
     }
 

@@ -25,12 +25,21 @@
 //!     (`Inbound`, `Outbound`) holds: a thin pointer to the cell and a
 //!     `'static` vtable, one per direction;
 //!   - **direction view**: a `DirectionView<I, OUT>`, the cell seen from one
-//!     direction: what the handle's vtable calls, the per-message path.
-//!     Interceptors without message hooks (`Interceptor::__MESSAGE_HOOKS`,
-//!     the call's `HOOKED` flag unset) skip it: while no flag asks anything
-//!     of the message, the handle counts it itself, inlined into the
-//!     wrapper, as the view would have (the counters are the context's
-//!     atomics, written by the direction's one handle).
+//!     direction: what the handle's vtable calls, the per-message path;
+//!   - **unseen messages**: those the interceptors let pass without their
+//!     message hooks. After each message they passed, the view asks them
+//!     how many of the direction's next messages may (their
+//!     `__unseen_allowance`: a `rate` the permits it holds, a `budget` what
+//!     is left of it, a `monitor` the messages until its next batch, none
+//!     for an interceptor with hooks of its own), takes them
+//!     (`__spend_unseen`) and keeps the count in the context; while it is
+//!     not zero, no flag asks anything of the message and the message is
+//!     at most `UNSEEN_MAX_LEN` bytes, the handle counts the message
+//!     itself, inlined into the wrapper, as the view would have (the
+//!     counters are the context's atomics, written by the direction's one
+//!     handle). What is left of the count goes back to the interceptors
+//!     before their hooks next see a message and before the direction's
+//!     state is dropped (a `rate` returns the permits to its limiter).
 //! - **guard**: the [`CallGuard`], the handler's side of the call, which the
 //!   expansion drives; dropped early, it ends the call.
 //!
@@ -100,7 +109,7 @@
 //! Not memory safety but liveness: a direction that waits is woken when the
 //! call ends or one of its timers fires, whichever thread does it. The
 //! context's flags ([`flag`]) and its two waker slots carry it (every
-//! message looks at them first, on either path: the handle's inlined count
+//! message looks at them first, on either path: the handle's unseen count
 //! and the view's hooks both leave the message to `attend` when
 //! `TERMINATED` or the direction's `INTERRUPT_*` is set):
 //! - **W1 Register, then check.** A direction that is about to wait (an
@@ -169,6 +178,7 @@ mod tests;
 
 use cell::CallCell;
 pub(crate) use cell::LIVE_CALLS;
+pub(crate) use context::UNSEEN_MAX_LEN;
 pub use context::{CallContext, CallRef};
 pub(crate) use context::{CallExtension, HasContext};
 pub use counters::CallStats;
@@ -184,10 +194,10 @@ use outcome::gone;
 pub use outcome::Outcome;
 
 /// A call's context for unit tests of interceptors: a method of its own
-/// (`test.Svc/M`, of `kind`), no peer, no layer, message hooks on.
+/// (`test.Svc/M`, of `kind`), no peer, no layer.
 #[cfg(test)]
 pub(crate) fn test_context(kind: RpcKind) -> CallContext {
     let slot = Box::leak(Box::new(Slot::new()));
     let method = slot.get_or_init(|| MethodInfo::new("test.Svc", "M", kind), || ());
-    CallContext::new(ErasedMethod::new(method), None, None, true)
+    CallContext::new(ErasedMethod::new(method), None, None)
 }

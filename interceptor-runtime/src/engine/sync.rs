@@ -14,12 +14,12 @@ pub(crate) use futures_util::task::AtomicWaker;
 #[cfg(not(interceptor_loom))]
 pub(crate) use once_cell::race::OnceBox;
 #[cfg(not(interceptor_loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicU16, AtomicU64, AtomicU8, Ordering};
 #[cfg(not(interceptor_loom))]
 pub(crate) use std::sync::OnceLock;
 
 #[cfg(interceptor_loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicU16, AtomicU64, AtomicU8, Ordering};
 #[cfg(interceptor_loom)]
 pub(crate) use loom_once::{OnceBox, OnceLock};
 #[cfg(interceptor_loom)]

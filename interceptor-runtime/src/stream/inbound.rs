@@ -96,17 +96,17 @@ impl<T: prost::Message + 'static> Stream for Inbound<T> {
 }
 
 impl<T: prost::Message + 'static> Inbound<T> {
-    /// The next item, shaped by `passed` when it is a message the
-    /// interceptors passed (every message, on the fast path) and by `other`
-    /// otherwise.
+    /// The next item, shaped by `passed` when it is a message that passed
+    /// unseen (the fast path) and by `other` otherwise.
     ///
-    /// The message is looked at where `Streaming` wrote it, and moved on
-    /// from there by [`take_message`], in words as wide as `Streaming`'s
-    /// stores, so that the loads take them from the store buffer; a plain
-    /// move stalled on each message (see `engine::message`). Returning the
-    /// inner stream's item whole instead was measured slower too (bidi echo
-    /// in memory: 4-5 ns per message more), for the same reason. Every way
-    /// off the fast path is out of line, in [`slow_path`].
+    /// The message is looked at where `Streaming` wrote it. Passed unseen,
+    /// it is moved on from there by [`take_message`], in words as wide as
+    /// `Streaming`'s stores, so that the loads take them from the store
+    /// buffer; a plain move, or the item returned whole, stalled on each
+    /// message (see `engine::message`). One the hooks saw and passed goes
+    /// out in its item as it came: a separate tail, so that the compiler
+    /// does not merge it with the fast path's. Every other way off the fast
+    /// path is out of line, in [`slow_path`].
     #[inline(always)]
     fn poll_shaped<R>(
         &mut self,
@@ -121,12 +121,12 @@ impl<T: prost::Message + 'static> Inbound<T> {
         let Poll::Ready(Some(Ok(message))) = &polled else {
             return slow_path::no_message::<T, false>(&mut self.handle, &mut self.pending, cx, polled).map(other);
         };
-        if self.handle.counted_unhooked(message, Direction::Inbound) {
+        if self.handle.passed_unseen(message, Direction::Inbound) {
             return Poll::Ready(passed(take_message(polled)));
         }
         let held = self.handle.poll_hooks(cx, message);
         if let Poll::Ready(Ok(())) = held {
-            return Poll::Ready(passed(take_message(polled)));
+            return polled.map(other);
         }
         slow_path::not_passed::<T, false>(&mut self.handle, &mut self.pending, held, polled).map(other)
     }

@@ -92,12 +92,12 @@ where
             let Poll::Ready(Some(Ok(message))) = &polled else {
                 return slow_path::no_message::<S::Ok, true>(handle, pending, cx, polled);
             };
-            if handle.counted_unhooked(message, Direction::Outbound) {
+            if handle.passed_unseen(message, Direction::Outbound) {
                 return Poll::Ready(Some(Ok(take_message(polled))));
             }
             let held = handle.poll_hooks(cx, message);
             if let Poll::Ready(Ok(())) = held {
-                return Poll::Ready(Some(Ok(take_message(polled))));
+                return polled;
             }
             slow_path::not_passed::<S::Ok, true>(handle, pending, held, polled)
         });
