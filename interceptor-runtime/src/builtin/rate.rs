@@ -251,8 +251,9 @@ enum CallLimit {
     /// The key's limiters in this process.
     Key(Arc<KeyTats>),
     /// The backend's limiters of the call: `:<key>`, or empty for the
-    /// method's.
-    Backend(Arc<str>),
+    /// method's. A `String` behind the `Arc`: a thin pointer keeps every
+    /// call's state 8 bytes smaller than an `Arc<str>` would.
+    Backend(Arc<String>),
 }
 
 /// One direction's use of the rate.
@@ -373,10 +374,10 @@ impl Interceptor for Rate {
                     None => Err(key::too_many_keys("rate", keys.max())),
                 }
             }
-            Shared::Backend { keying: None, .. } => Ok(RateCall(CallLimit::Backend("".into()))),
+            Shared::Backend { keying: None, .. } => Ok(RateCall(CallLimit::Backend(Arc::default()))),
             Shared::Backend { keying: Some(keying), .. } => {
                 let key = keying.key_of(ctx, metadata)?;
-                Ok(RateCall(CallLimit::Backend(format!(":{}", key.to_shared_name()).into())))
+                Ok(RateCall(CallLimit::Backend(Arc::new(format!(":{}", key.to_shared_name())))))
             }
         }
     }

@@ -2,7 +2,13 @@
 //! it is over, its outcome. Shared by the inbound and outbound wrappers, the
 //! interceptors and the handler.
 
-use std::{fmt, net::SocketAddr, sync::Arc, task::Waker, time::Duration};
+use std::{
+    fmt,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6},
+    sync::Arc,
+    task::Waker,
+    time::Duration,
+};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -75,7 +81,7 @@ pub struct CallContext {
     unseen: [AtomicU16; 2],
     /// The `Method<I>` that started the call (I5).
     pub(super) method: ErasedMethod,
-    peer: Option<SocketAddr>,
+    peer: Peer,
     /// What [`InterceptLayer`](crate::InterceptLayer) sees of the call below
     /// tonic, when the server has it: read when the request stream ends and
     /// when the call's result is final, never per message.
@@ -85,6 +91,49 @@ pub struct CallContext {
     wakers: [AtomicWaker; 2],
     cold: OnceBox<Cold>,
     sent: Counters,
+}
+
+/// The client's address in 24 bytes, where an `Option<SocketAddr>` takes
+/// 32: every call has one. An IPv6 address's flow label (`flowinfo`) is not
+/// kept: it is 0 on a TCP connection unless the socket asks for the labels
+/// (`IPV6_FLOWINFO`), which tonic's does not.
+#[derive(Clone, Copy)]
+struct Peer {
+    /// The IPv4 address in the first four bytes, or the IPv6 one.
+    ip: [u8; 16],
+    scope_id: u32,
+    port: u16,
+    /// 0: none; 4 or 6: the IP version.
+    version: u8,
+}
+
+impl Peer {
+    fn new(addr: Option<SocketAddr>) -> Self {
+        let mut peer = Peer { ip: [0; 16], scope_id: 0, port: 0, version: 0 };
+        match addr {
+            None => {}
+            Some(SocketAddr::V4(addr)) => {
+                peer.ip[..4].copy_from_slice(&addr.ip().octets());
+                (peer.port, peer.version) = (addr.port(), 4);
+            }
+            Some(SocketAddr::V6(addr)) => {
+                peer.ip = addr.ip().octets();
+                (peer.scope_id, peer.port, peer.version) = (addr.scope_id(), addr.port(), 6);
+            }
+        }
+        peer
+    }
+
+    fn get(self) -> Option<SocketAddr> {
+        match self.version {
+            4 => {
+                let [a, b, c, d, ..] = self.ip;
+                Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(a, b, c, d), self.port)))
+            }
+            6 => Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(self.ip), self.port, 0, self.scope_id))),
+            _ => None,
+        }
+    }
 }
 
 /// What a call needs only once it ends, or when asked.
@@ -105,7 +154,7 @@ impl fmt::Debug for CallContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallContext")
             .field("method", &self.method().full_name)
-            .field("peer", &self.peer)
+            .field("peer", &self.peer())
             .field("stats", &self.stats())
             .field("outcome", &self.outcome())
             .finish_non_exhaustive()
@@ -121,7 +170,7 @@ impl CallContext {
             // The interceptors see each direction's first message.
             unseen: [AtomicU16::new(0), AtomicU16::new(0)],
             method,
-            peer,
+            peer: Peer::new(peer),
             tap,
             started: Started::now(),
             wakers: [AtomicWaker::new(), AtomicWaker::new()],
@@ -143,7 +192,7 @@ impl CallContext {
 
     /// The client's address, when the transport knows it.
     pub fn peer(&self) -> Option<SocketAddr> {
-        self.peer
+        self.peer.get()
     }
 
     /// When the call started (tokio's clock, so it follows a paused clock).
@@ -343,3 +392,18 @@ impl HasContext for CallContext {
 /// The request extension through which a handler reaches its call.
 #[derive(Clone, Debug)]
 pub(crate) struct CallExtension(pub(crate) CallRef);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_reads_back_as_it_was_given() {
+        for addr in ["127.0.0.1:50051", "[::1]:443", "[fe80::1%7]:8080", "255.255.255.255:65535", "0.0.0.0:0"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            assert_eq!(Peer::new(Some(addr)).get(), Some(addr));
+        }
+        assert_eq!(Peer::new(None).get(), None);
+        assert_eq!(std::mem::size_of::<Peer>(), 24);
+    }
+}
