@@ -160,20 +160,21 @@ service!(calls_only BudgetWide: monitor, budget(bytes = "1MiB"), service = "test
 
 /// A byte budget wide enough that most messages pass without `budget` seeing
 /// them (a run at a time, as many as still fit at 64 KiB each): the cut is
-/// still exact. 131,072 points of 8 bytes fill 1 MiB; the next one is refused.
+/// still exact. 87,381 points of 12 bytes fit in 1 MiB (4 bytes to spare);
+/// the next one is refused.
 #[tokio::test(start_paused = true)]
 async fn a_wide_byte_budget_cuts_at_exactly_the_byte_that_overruns_it() {
     in_real_time(async {
         let (mut client, _server) = serve_and_connect(BudgetWide).await;
-        let point = |i: i32| Point { latitude: 1_000_000 + i % 1000, longitude: 1_000_000 };
-        assert_eq!(point(0).encoded_len(), 8);
-        let fit = (1 << 20) / 8;
+        let point = |i: i32| Point { latitude: 1_000_000_000 + i % 1000, longitude: 1_000_000_000 };
+        assert_eq!(point(0).encoded_len(), 12);
+        let fit = (1 << 20) / 12;
         let points = tokio_stream::iter((0..fit + 10).map(point));
         let status = client.record_route(points).await.unwrap_err();
         assert_eq!(status.message(), "budget: 1048576 bytes per stream used up (recv)");
         let key = "/test.BudgetWide/RecordRoute";
         let outcome = outcome(key, 0).await;
-        assert_eq!((outcome.stats.messages_received, outcome.stats.bytes_received), (fit as u64, 1 << 20));
+        assert_eq!((outcome.stats.messages_received, outcome.stats.bytes_received), (fit as u64, fit as u64 * 12));
         let points = tokio_stream::iter((0..fit).map(point));
         assert_eq!(client.record_route(points).await.unwrap().into_inner().point_count, fit);
     })

