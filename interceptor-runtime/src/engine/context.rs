@@ -190,7 +190,9 @@ impl CallContext {
         self.method.info()
     }
 
-    /// The client's address, when the transport knows it.
+    /// The client's address, when the transport knows it. An IPv6
+    /// address's flow label is not kept: it reads 0 (as it is on tonic's
+    /// connections).
     pub fn peer(&self) -> Option<SocketAddr> {
         self.peer.get()
     }
