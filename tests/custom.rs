@@ -338,3 +338,72 @@ async fn validate_checks_the_messages_of_its_type_and_lets_the_others_pass() {
     })
     .await;
 }
+
+/// Counts, in `&self`, the calls it starts and the messages it sees.
+#[derive(Default)]
+struct Tally {
+    calls: AtomicUsize,
+    messages: AtomicUsize,
+}
+
+impl interceptor_runtime::Interceptor for Tally {
+    type Call = ();
+    type Stream = ();
+
+    fn on_start(&self, _: &CallContext, _: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn on_message<M: prost::Message + 'static>(
+        &self,
+        _: &(),
+        _: &mut (),
+        _: &interceptor_runtime::MessageRef<'_, M>,
+    ) -> Result<(), Status> {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// One `Tally` for two services.
+static TALLY: std::sync::LazyLock<std::sync::Arc<Tally>> = std::sync::LazyLock::new(Default::default);
+
+async fn count_points(request: Request<interceptor_runtime::Inbound<Point>>) -> Result<Response<RouteSummary>, Status> {
+    let mut points = request.into_inner();
+    let mut summary = RouteSummary::default();
+    while points.message().await?.is_some() {
+        summary.point_count += 1;
+    }
+    Ok(Response::new(summary))
+}
+
+struct First;
+
+impl First {
+    #[intercept(with = TALLY.clone(), service = "shared.First")]
+    async fn record_route(&self, request: Request<Streaming<Point>>) -> Result<Response<RouteSummary>, Status> {
+        count_points(request).await
+    }
+}
+
+struct Second;
+
+impl Second {
+    #[intercept(with = TALLY.clone(), service = "shared.Second")]
+    async fn record_route(&self, request: Request<Streaming<Point>>) -> Result<Response<RouteSummary>, Status> {
+        count_points(request).await
+    }
+}
+
+/// An interceptor in an `Arc` is one: the same instance, and its `&self`
+/// state, serves the methods of two services.
+#[tokio::test]
+async fn one_interceptor_in_an_arc_serves_two_services() {
+    let points =
+        |n| interceptor_runtime::testing::streaming_request((0..n).map(|i| Point { latitude: i, longitude: 0 }));
+    assert_eq!(First.record_route(points(3)).await.unwrap().into_inner().point_count, 3);
+    assert_eq!(Second.record_route(points(2)).await.unwrap().into_inner().point_count, 2);
+    // Two calls; 5 points in, and the 2 summaries out.
+    assert_eq!((TALLY.calls.load(Ordering::Relaxed), TALLY.messages.load(Ordering::Relaxed)), (2, 7));
+}

@@ -12,7 +12,6 @@ use std::{
         atomic::{AtomicIsize, Ordering::Relaxed},
         Arc, LazyLock,
     },
-    task::{Context, Poll},
     time::Duration,
 };
 
@@ -20,10 +19,9 @@ use interceptor_examples::pb::{route_guide_server::RouteGuide, Feature, Point, R
 use interceptor_runtime::{
     intercept,
     key::Key,
-    rate::{Rate, RateCall, RateConfig, RateStream},
-    CallContext, Direction, Interceptor, MessageRef,
+    rate::{Rate, RateConfig},
 };
-use tonic::{codegen::BoxStream, metadata::MetadataMap, Code, Request, Response, Status, Streaming};
+use tonic::{codegen::BoxStream, Code, Request, Response, Status, Streaming};
 
 /// Bytes allocated and not freed, by this process.
 struct Counting;
@@ -55,8 +53,8 @@ static COUNTING: Counting = Counting;
 
 const MAX_KEYS: usize = 10_000;
 
-/// The method's rate, built here so that the test can read how many keys
-/// it holds.
+/// The method's rate, built here and shared with the method (an `Arc` of an
+/// interceptor is one), so that the test can read how many keys it holds.
 static RATE: LazyLock<Arc<Rate>> = LazyLock::new(|| {
     Arc::new(Rate::new(RateConfig {
         recv: Some(1000),
@@ -66,35 +64,9 @@ static RATE: LazyLock<Arc<Rate>> = LazyLock::new(|| {
     }))
 });
 
-/// The shared [`Rate`] as an interceptor of the method.
-struct SharedRate(Arc<Rate>);
-
-impl Interceptor for SharedRate {
-    type Call = RateCall;
-    type Stream = RateStream;
-    fn name(&self) -> &'static str {
-        "rate"
-    }
-    fn on_start(&self, ctx: &CallContext, metadata: &MetadataMap) -> Result<RateCall, Status> {
-        self.0.on_start(ctx, metadata)
-    }
-    fn on_stream(&self, call: &RateCall, ctx: &CallContext, direction: Direction) -> RateStream {
-        self.0.on_stream(call, ctx, direction)
-    }
-    fn poll_message<M: prost::Message + 'static>(
-        &self,
-        call: &RateCall,
-        stream: &mut RateStream,
-        cx: &mut Context<'_>,
-        msg: &MessageRef<'_, M>,
-    ) -> Poll<Result<(), Status>> {
-        self.0.poll_message(call, stream, cx, msg)
-    }
-}
-
 struct Keys;
 
-#[intercept(with = SharedRate(RATE.clone()), service = "memory.Keys")]
+#[intercept(with = RATE.clone(), service = "memory.Keys")]
 #[tonic::async_trait]
 impl RouteGuide for Keys {
     async fn get_feature(&self, _: Request<Point>) -> Result<Response<Feature>, Status> {

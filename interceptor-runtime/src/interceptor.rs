@@ -358,6 +358,107 @@ impl Interceptor for () {
     }
 }
 
+/// One interceptor shared: an `Arc<I>` runs `I`, so that one instance, and
+/// whatever `&self` state it keeps (a limiter, a count), serves several
+/// methods or services: `#[intercept(with = SHARED.clone())]` on each.
+///
+/// ```
+/// use std::sync::{Arc, LazyLock};
+/// use interceptor_runtime::rate::{Rate, RateConfig};
+///
+/// // One limit of 100 messages a second for the calls of two services.
+/// static SHARED: LazyLock<Arc<Rate>> =
+///     LazyLock::new(|| Arc::new(Rate::new(RateConfig { recv: Some(100), ..Default::default() })));
+/// let for_one = SHARED.clone();
+/// let for_the_other = SHARED.clone();
+/// # let _ = (for_one, for_the_other);
+/// ```
+impl<I: Interceptor> Interceptor for std::sync::Arc<I> {
+    type Call = I::Call;
+    type Stream = I::Stream;
+    const __MESSAGE_HOOKS: bool = I::__MESSAGE_HOOKS;
+
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn on_start(&self, ctx: &CallContext, metadata: &MetadataMap) -> Result<Self::Call, Status> {
+        (**self).on_start(ctx, metadata)
+    }
+
+    fn before_handler(
+        &self,
+        call: &Self::Call,
+        ctx: &CallContext,
+        metadata: &MetadataMap,
+    ) -> impl Future<Output = Result<(), Status>> + Send {
+        (**self).before_handler(call, ctx, metadata)
+    }
+
+    fn on_stream(&self, call: &Self::Call, ctx: &CallContext, direction: Direction) -> Self::Stream {
+        (**self).on_stream(call, ctx, direction)
+    }
+
+    #[inline]
+    fn on_message<M: prost::Message + 'static>(
+        &self,
+        call: &Self::Call,
+        stream: &mut Self::Stream,
+        msg: &MessageRef<'_, M>,
+    ) -> Result<(), Status> {
+        (**self).on_message(call, stream, msg)
+    }
+
+    #[inline]
+    fn poll_message<M: prost::Message + 'static>(
+        &self,
+        call: &Self::Call,
+        stream: &mut Self::Stream,
+        cx: &mut Context<'_>,
+        msg: &MessageRef<'_, M>,
+    ) -> Poll<Result<(), Status>> {
+        (**self).poll_message(call, stream, cx, msg)
+    }
+
+    #[inline]
+    fn on_delivered<M: prost::Message + 'static>(
+        &self,
+        call: &Self::Call,
+        stream: &mut Self::Stream,
+        msg: &MessageRef<'_, M>,
+    ) {
+        (**self).on_delivered(call, stream, msg)
+    }
+
+    fn poll_interrupt(
+        &self,
+        call: &Self::Call,
+        stream: &mut Self::Stream,
+        ctx: &CallContext,
+        cx: &mut Context<'_>,
+    ) -> Poll<Status> {
+        (**self).poll_interrupt(call, stream, ctx, cx)
+    }
+
+    fn on_end(&self, call: &Self::Call, ctx: &CallContext) {
+        (**self).on_end(call, ctx)
+    }
+
+    fn __message_hook_owner(&self, stream: &Self::Stream, hook: &'static str) -> &'static str {
+        (**self).__message_hook_owner(stream, hook)
+    }
+
+    #[inline]
+    fn __unseen_allowance(&self, call: &Self::Call, stream: &Self::Stream, index: u64, bytes: u64) -> u64 {
+        (**self).__unseen_allowance(call, stream, index, bytes)
+    }
+
+    #[inline]
+    fn __spend_unseen(&self, stream: &mut Self::Stream, count: i64) {
+        (**self).__spend_unseen(stream, count)
+    }
+}
+
 /// Checks, where the user wrote `with = expr`, that `expr` is an interceptor
 /// (the expansion calls it, through `__private`).
 #[inline]
