@@ -94,6 +94,9 @@ use std::{
 use tokio::time::Sleep;
 use tonic::{metadata::MetadataMap, Status};
 
+// Re-exports, listed as such in the docs: the items' pages are the
+// `backend` module's, not a second copy here.
+#[doc(no_inline)]
 pub use self::backend::{
     Backend, BackendError, IntoBackend, Lease, LeaseFuture, LeaseRequest, LeaseStats, LimiterBackend, OnBackendError,
 };
