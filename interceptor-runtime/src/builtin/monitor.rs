@@ -241,8 +241,9 @@ impl Interceptor for Monitor {
         }
     }
 
-    /// Every message until the next batch, when no message can be larger
-    /// than `warn_size`: the one that makes the batch is seen.
+    /// With no `warn_size` below 64 KiB (which a message passed unseen
+    /// could be over): the messages before the one that completes the next
+    /// batch, which is seen and publishes it.
     #[inline]
     fn __unseen_allowance(&self, _: &MonitorCall, stream: &MonitorStream, _: u64, _: u64) -> u64 {
         // mutants: `<` into `<=` is equivalent because with a `warn_size` of
