@@ -191,11 +191,14 @@ impl<M> DirectionHandle<M> {
         }
         let unseen = ctx.unseen(direction);
         let allowed = unseen.load(Ordering::Relaxed);
+        if allowed == 0 {
+            return false;
+        }
         let len = msg.encoded_len();
         // mutants: `>` into `>=` is equivalent because a message of exactly
         // `UNSEEN_MAX_LEN` bytes seen keeps what the interceptors allowed
         // ("at most") true all the same (`.cargo/mutants.toml`).
-        if allowed == 0 || len > super::UNSEEN_MAX_LEN {
+        if len > super::UNSEEN_MAX_LEN {
             return false;
         }
         unseen.store(allowed - 1, Ordering::Relaxed);

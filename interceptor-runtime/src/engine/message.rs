@@ -37,12 +37,12 @@ pub(crate) fn take_message<T>(polled: Poll<Option<Result<T, Status>>>) -> T {
     let from = (message as *const T).cast::<MaybeUninit<u64>>();
     let mut moved = MaybeUninit::<T>::uninit();
     let to = moved.as_mut_ptr().cast::<MaybeUninit<u64>>();
+    // Volatile loads, so that LLVM keeps them 8 bytes wide instead of
+    // merging them into a `memcpy`. Each word is read as `MaybeUninit`,
+    // which any bytes are, padding included.
     for word in 0..size_of::<T>() / 8 {
         // SAFETY: I8: `from` and `to` are valid for `size_of::<T>()` bytes
-        // and aligned to 8 (checked above), so each word is in bounds and
-        // aligned; a word is read as `MaybeUninit`, which any bytes are,
-        // padding included. Volatile, so that LLVM keeps the loads 8 bytes
-        // wide instead of merging them into a `memcpy`.
+        // and aligned to 8 (checked above): each word is in bounds, aligned.
         unsafe { to.add(word).write(from.add(word).read_volatile()) };
     }
     // SAFETY: I8: every byte of `moved` was copied from `message`, a valid
