@@ -71,6 +71,12 @@ macro_rules! limited {
             async fn bidi(&self, _: Request<Streaming<Payload>>) -> Result<Response<Self::BidiStream>, Status> {
                 Err(Status::unimplemented("not here"))
             }
+
+            type RelayStream = Pin<Box<dyn Stream<Item = Result<Payload, Status>> + Send>>;
+
+            async fn relay(&self, _: Request<Streaming<Payload>>) -> Result<Response<Self::RelayStream>, Status> {
+                Err(Status::unimplemented("not here"))
+            }
         }
     };
 }
