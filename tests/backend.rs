@@ -13,6 +13,9 @@ use std::{
     time::Duration,
 };
 
+mod common;
+
+use common::on_paused_clock;
 use interceptor_examples::pb::{route_guide_server::RouteGuide, Feature, Point, Rectangle, RouteNote, RouteSummary};
 use interceptor_runtime::{
     intercept,
@@ -106,17 +109,11 @@ fn points(n: usize) -> Vec<Point> {
 
 service!(Leased: rate(recv = 1000, backend = GENEROUS_BACKEND.clone()));
 
-/// Runs a test's body, failing it if it has not finished within 60 s (of
-/// the paused clock, in a paused test) instead of hanging.
-async fn bounded(body: impl std::future::Future<Output = ()>) {
-    tokio::time::timeout(Duration::from_secs(60), body).await.expect("the test hangs");
-}
-
 /// At 1000/s a lease is 1 permit, then twice as many each time up to a
 /// tenth of a second's worth (100): 1,000 messages take 16 leases.
 #[tokio::test(start_paused = true)]
 async fn leases_double_up_to_a_tenth_of_a_second() {
-    bounded(async {
+    on_paused_clock(async {
         let summary = Leased.record_route(streaming_request(points(1000))).await.unwrap().into_inner();
         assert_eq!(summary.point_count, 1000);
         let asked = GENEROUS.asked.lock().unwrap().clone();
@@ -133,7 +130,7 @@ service!(FailsOpen: rate(recv = 100, backend = ALLOW_BACKEND.clone()));
 /// the backend is asked again each second (and waited on 50 ms each time).
 #[tokio::test(start_paused = true)]
 async fn a_silent_backend_lets_streams_go_on_at_the_rate() {
-    bounded(async {
+    on_paused_clock(async {
         let start = Instant::now();
         let summary = FailsOpen.record_route(streaming_request(points(301))).await.unwrap().into_inner();
         let took = start.elapsed();
@@ -156,7 +153,7 @@ service!(FailsClosed: rate(recv = 100, backend = REJECT_BACKEND.clone(), on_back
 /// while the backend is down; after `retry_after` (1 s) it is asked again.
 #[tokio::test(start_paused = true)]
 async fn a_silent_backend_ends_strict_calls_after_the_bounded_wait() {
-    bounded(async {
+    on_paused_clock(async {
         let call = || async {
             let start = Instant::now();
             let status = FailsClosed.record_route(streaming_request(points(5))).await.unwrap_err();

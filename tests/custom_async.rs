@@ -7,10 +7,11 @@
 //! events below are its own: a [`Recorder`] written first logs how each call
 //! ended, the handlers log that they ran, and the checks log what they do.
 
-use std::{future::Future, sync::Mutex, time::Duration};
+use std::{sync::Mutex, time::Duration};
 
 mod common;
 
+use common::in_real_time;
 use interceptor_examples::pb::{
     route_guide_client::RouteGuideClient, route_guide_server::RouteGuide, Feature, Point, Rectangle, RouteNote,
     RouteSummary,
@@ -192,29 +193,6 @@ async fn connect<S: RouteGuide>(service: S) -> (RouteGuideClient<Channel>, commo
     common::serve_and_connect(service).await
 }
 
-/// Fails a real-time test that hangs instead of hanging with it.
-async fn bounded<T>(future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(20), future).await.expect("the test hangs")
-}
-
-/// Runs `test` on a runtime of its own whose clock is paused, failing it if
-/// it takes longer than 20 s of real time. (A tokio timeout cannot bound a
-/// paused-clock test: the clock jumps to it whenever the runtime idles.)
-fn paused<F: Future<Output = ()> + Send + 'static>(test: F) {
-    let (done, finished) = std::sync::mpsc::channel();
-    let runner = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
-        runtime.block_on(test);
-        let _ = done.send(());
-    });
-    match finished.recv_timeout(Duration::from_secs(20)) {
-        Ok(()) => runner.join().unwrap(),
-        // The runner panicked: the test failed; its panic says why.
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => std::panic::resume_unwind(runner.join().unwrap_err()),
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("the test hangs"),
-    }
-}
-
 fn point_with(key: &'static str, value: &'static str) -> Request<Point> {
     let mut request = Request::new(Point { latitude: 1, longitude: 2 });
     request.metadata_mut().insert(key, value.parse().unwrap());
@@ -249,7 +227,7 @@ service!(
 
 #[tokio::test]
 async fn an_async_check_that_passes_is_awaited_before_the_handler_runs() {
-    bounded(async {
+    in_real_time(async {
         let (mut client, _server) = connect(Allowlist).await;
         let method = "/test.Allowlist/GetFeature";
         let feature = client.get_feature(point_with("x-client", "alice")).await.unwrap().into_inner();
@@ -270,7 +248,7 @@ async fn an_async_check_that_passes_is_awaited_before_the_handler_runs() {
 
 #[tokio::test]
 async fn an_async_check_that_fails_rejects_the_call_before_the_handler_runs() {
-    bounded(async {
+    in_real_time(async {
         let (mut client, _server) = connect(Allowlist).await;
         let method = "/test.Allowlist/ListFeatures";
         let mut request = Request::new(Rectangle::default());
@@ -303,9 +281,9 @@ service!(
     service = "test.StuckDeadline"
 );
 
-#[test]
-fn a_check_that_does_not_finish_in_time_ends_the_call_with_unavailable() {
-    paused(async {
+#[tokio::test(start_paused = true)]
+async fn a_check_that_does_not_finish_in_time_ends_the_call_with_unavailable() {
+    in_real_time(async {
         let (mut client, _server) = connect(Stuck).await;
         let start = Instant::now();
         let status = client.get_feature(Point::default()).await.unwrap_err();
@@ -315,12 +293,13 @@ fn a_check_that_does_not_finish_in_time_ends_the_call_with_unavailable() {
         let method = "/test.Stuck/GetFeature";
         assert_eq!(ended(method, "recorder", 0).await, (Code::Unavailable, Some("stuck")));
         assert_eq!(handler_runs(method), 0);
-    });
+    })
+    .await;
 }
 
-#[test]
-fn the_code_of_a_timeout_may_be_chosen() {
-    paused(async {
+#[tokio::test(start_paused = true)]
+async fn the_code_of_a_timeout_may_be_chosen() {
+    in_real_time(async {
         let (mut client, _server) = connect(StuckDeadline).await;
         let notes = tokio_stream::iter(vec![RouteNote::default()]);
         let status = client.route_chat(notes).await.unwrap_err();
@@ -329,7 +308,8 @@ fn the_code_of_a_timeout_may_be_chosen() {
             (Code::DeadlineExceeded, "check `stuck` did not finish within 2s")
         );
         assert_eq!(handler_runs("/test.StuckDeadline/RouteChat"), 0);
-    });
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------
@@ -351,7 +331,7 @@ service!(
 
 #[tokio::test]
 async fn a_pending_check_is_dropped_when_the_client_cancels() {
-    bounded(async {
+    in_real_time(async {
         let (client, _server) = connect(Hanging).await;
         for method in ["/test.Hanging/GetFeature", "/test.Hanging/RecordRoute"] {
             let mut calling = client.clone();
@@ -400,7 +380,7 @@ service!(
 
 #[tokio::test]
 async fn a_check_that_panics_ends_the_call_with_internal_and_releases_its_slot() {
-    bounded(async {
+    in_real_time(async {
         let (mut client, _server) = connect(Panicky).await;
         let method = "/test.Panicky/GetFeature";
         for (n, panic_in) in ["make", "poll"].into_iter().enumerate() {
@@ -451,7 +431,7 @@ service!(Steps: with = Step("a"), with = Step("b"), with = Step("c"), service = 
 
 #[tokio::test]
 async fn checks_run_in_the_order_written_and_a_failure_ends_every_interceptor() {
-    bounded(async {
+    in_real_time(async {
         let (mut client, _server) = connect(Steps).await;
         let method = "/test.Steps/GetFeature";
         client.get_feature(Point::default()).await.unwrap();

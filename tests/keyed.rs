@@ -18,6 +18,7 @@ use std::{
     time::Duration,
 };
 
+use common::in_real_time;
 use interceptor_examples::pb::{
     route_guide_client::RouteGuideClient, route_guide_server::RouteGuide, Feature, Point, Rectangle, RouteNote,
     RouteSummary,
@@ -118,18 +119,12 @@ fn measured_rate(times: &mut [Instant]) -> f64 {
 
 service!(PerKey: rate(recv = 100, key = metadata("x-api-key")), service = "keyed.PerKey");
 
-/// Runs a test's body, failing it if it has not finished within 30 s (of
-/// the paused clock, in a paused test) instead of hanging.
-async fn bounded(body: impl std::future::Future<Output = ()>) {
-    tokio::time::timeout(Duration::from_secs(30), body).await.expect("the test hangs");
-}
-
 /// Two clients with different keys each get 100/s; the two streams of
 /// client `a` share its 100/s, so `a`'s 600 points take 6 s and `b`'s 300
 /// take 3 s, all at once.
 #[tokio::test(start_paused = true)]
 async fn each_key_gets_its_own_rate() {
-    bounded(async {
+    in_real_time(async {
         let start = Instant::now();
         let upload = |key: &'static str| {
             tokio::spawn(async move { PerKey.record_route(with_key(streaming_request(points(300)), key)).await })
@@ -167,7 +162,7 @@ service!(
 /// gives; with `share` it goes on. An empty value is no key.
 #[tokio::test]
 async fn a_call_without_its_key_gets_a_status_that_names_it() {
-    bounded(async {
+    in_real_time(async {
         let (mut client, _server) = connect(NeedsKey).await;
         let status = client.get_feature(Point::default()).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
@@ -204,7 +199,7 @@ service!(
 /// no key is named in the status.
 #[tokio::test]
 async fn keys_from_the_peer_and_from_a_function() {
-    bounded(async {
+    in_real_time(async {
         let (mut client, _server) = connect(ByPeer).await;
         let mut held = client.list_features(Rectangle::default()).await.unwrap().into_inner();
         assert_eq!(held.message().await.unwrap().unwrap().name, "held");
@@ -252,7 +247,7 @@ async fn eventually<T, F: std::future::Future<Output = Result<T, Status>>>(mut c
 /// once; a third is rejected while another client's calls go on.
 #[tokio::test]
 async fn concurrent_calls_are_counted_per_key() {
-    bounded(async {
+    in_real_time(async {
         let (client, _server) = connect(StreamsPerKey).await;
         let hold = |key: &'static str| {
             let mut client = client.clone();
@@ -283,7 +278,7 @@ service!(
 /// on as before; once a key's last call ends, the new key gets in.
 #[tokio::test]
 async fn a_new_key_past_the_cap_is_rejected_until_a_key_is_free() {
-    bounded(async {
+    in_real_time(async {
         let (client, _server) = connect(CappedKeys).await;
         let hold = |key: &'static str| {
             let mut client = client.clone();

@@ -15,6 +15,9 @@ use std::{
     time::Duration,
 };
 
+mod common;
+
+use common::on_paused_clock;
 use interceptor_examples::pb::{route_guide_server::RouteGuide, Feature, Point, Rectangle, RouteNote, RouteSummary};
 use interceptor_runtime::{
     intercept,
@@ -96,15 +99,9 @@ async fn call(key: u64) -> Result<(), Status> {
     Keys.get_feature(request).await.map(drop)
 }
 
-/// Runs a test's body, failing it if it has not finished within 600 s (of
-/// the paused clock, in a paused test) instead of hanging.
-async fn bounded(body: impl std::future::Future<Output = ()>) {
-    tokio::time::timeout(Duration::from_secs(600), body).await.expect("the test hangs");
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_hundred_thousand_keys_keep_memory_bounded() {
-    bounded(async {
+    on_paused_clock(async {
         let mut next = 0u64;
         // 100 new keys a millisecond, each at rest a millisecond after its call.
         let mut most_keys = 0;

@@ -8,8 +8,11 @@
 //! agreeing with `monitor`'s totals. And a call an interceptor rejects before
 //! the handler: traced wherever `otel` is written, since it always runs first.
 
+mod common;
+
 use std::{future::pending, net::SocketAddr, pin::Pin, sync::OnceLock, time::Duration};
 
+use common::in_real_time;
 use futures_util::future::join_all;
 use interceptor_runtime::{intercept, stats, CallContext, Direction, InterceptLayer, Interceptor};
 use opentelemetry::{
@@ -197,11 +200,6 @@ async fn serve(traced: TracedService) -> SocketAddr {
 
 async fn channel(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("the server accepts")
-}
-
-/// Fails a test that hangs instead of hanging with it.
-async fn bounded<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), future).await.expect("the test hangs")
 }
 
 /// Writes a propagator's entries into a request's metadata.
@@ -543,7 +541,7 @@ fn durations(method: &str) -> Vec<(String, Option<String>, u64)> {
 #[tokio::test]
 async fn every_kind_and_ending_is_one_server_span_in_the_clients_trace() {
     telemetry();
-    bounded(async {
+    in_real_time(async {
         let (hanging, _) = broadcast::channel(64);
         let addr = serve(TracedService { hanging: hanging.clone() }).await;
         let client = TracedClient::new(channel(addr).await);
@@ -601,7 +599,7 @@ async fn every_kind_and_ending_is_one_server_span_in_the_clients_trace() {
 #[tokio::test]
 async fn a_rejection_is_traced_wherever_otel_is_written() {
     telemetry();
-    bounded(async {
+    in_real_time(async {
         let (hanging, _) = broadcast::channel(1);
         let addr = serve(TracedService { hanging }).await;
         let mut client = GuardedClient::new(channel(addr).await);
