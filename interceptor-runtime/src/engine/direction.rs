@@ -164,12 +164,18 @@ impl<I: Interceptor, const OUT: bool> DirectionView<I, OUT> {
     /// `Arc` of this view's cell.
     pub(super) fn interrupt(&self, arc: &Arc<CallCell<I>>, state: &mut Option<I::Stream>) -> Poll<Status> {
         let cell = &self.0;
-        cell.ctx.flags.fetch_and(!Self::INTERRUPT, Ordering::AcqRel);
+        // Cleared only when set: a direction whose stream has nothing ready
+        // comes here each time, and a read leaves the line shared.
+        if cell.ctx.flags.load(Ordering::Acquire) & Self::INTERRUPT != 0 {
+            cell.ctx.flags.fetch_and(!Self::INTERRUPT, Ordering::AcqRel);
+        }
         let Some(stream) = state.as_mut() else { return Poll::Ready(self.close(state, self.ended_status())) };
-        let waker = CallCell::call_waker(arc);
-        let mut cx = Context::from_waker(&waker);
         let interceptors = &cell.method().interceptors;
-        match panic::catch(|| interceptors.poll_interrupt(&cell.call_state, stream, &cell.ctx, &mut cx)) {
+        let polled = CallCell::with_call_waker(arc, |waker| {
+            let mut cx = Context::from_waker(waker);
+            panic::catch(|| interceptors.poll_interrupt(&cell.call_state, stream, &cell.ctx, &mut cx))
+        });
+        match polled {
             Ok(Poll::Ready(status)) => Poll::Ready(self.reject(state, status)),
             Ok(Poll::Pending) => Poll::Pending,
             Err(payload) => Poll::Ready(self.hook_panicked(state, "poll_interrupt", payload)),

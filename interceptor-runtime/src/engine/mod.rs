@@ -83,11 +83,13 @@
 //!   in that call's cell, which knows `I`, as the `Method<I>`. Never by
 //!   widening a reference to the `info` field, which only covers the
 //!   `MethodInfo` (Stacked Borrows).
-//! - **I6 The call's waker holds a weak count.** A waker made by
-//!   `call_waker` (from the cell's `Arc`: the guard's, or a handle's read
-//!   back under I2) has for data `Weak::into_raw` of a `Weak<CallCell<I>>`
-//!   and for vtable the functions of the same `I`; each such waker owns one
-//!   weak count: `clone` adds one, `wake` and `drop` give theirs back.
+//! - **I6 The call's waker holds a weak count, or borrows the cell.** The
+//!   call's waker has for data the pointer of a `CallCell<I>` (what
+//!   `Arc::as_ptr` and `Weak::into_raw` give) and for vtable the functions
+//!   of the same `I`. The one `with_call_waker` lends to `poll_interrupt`
+//!   is borrowed: the `Arc` it was made from outlives the loan, and it is
+//!   never dropped (`ManuallyDrop`), so it owns no count. Every clone owns
+//!   one weak count: `clone` adds one, `wake` and `drop` give theirs back.
 //! - **I7 Threads: as the interceptor allows.** `Interceptor` requires
 //!   `I: Send + Sync`, `I::Call: Send + Sync` and `I::Stream: Send`. A
 //!   `DirectionState` is `Sync` when its state is `Send`, as a mutex's

@@ -1,5 +1,6 @@
 //! The call's waker: what `Interceptor::poll_interrupt` gets, so that a
 //! timer wakes the whole call, both directions, holding the call weakly.
+//! The waker lent to the hook is borrowed; its clones own a weak count each.
 
 use std::{
     mem::ManuallyDrop,
@@ -11,19 +12,30 @@ use super::CallCell;
 use crate::interceptor::Interceptor;
 
 impl<I: Interceptor> CallCell<I> {
-    /// A waker for the whole call, handed to `poll_interrupt`: a timer an
-    /// interceptor registers with it sets both directions' interrupt flags
-    /// and wakes whichever waits. It holds the call weakly, so a timer kept
-    /// in the call's own state does not keep the call alive.
-    pub(super) fn call_waker(cell: &Arc<Self>) -> Waker
+    /// Runs `f` with a waker for the whole call, handed to `poll_interrupt`:
+    /// a timer an interceptor registers with it sets both directions'
+    /// interrupt flags and wakes whichever waits. What the timer keeps is a
+    /// clone, which holds the call weakly, so a timer kept in the call's own
+    /// state does not keep the call alive.
+    ///
+    /// The waker lent to `f` is borrowed (I6): it owns no count, so lending
+    /// it writes nothing to the `Arc`'s counts, which share a cache line
+    /// with the inbound counters. A direction polls the timers each time its
+    /// stream has nothing ready, so with the two directions on two cores
+    /// each count taken and given back here had to move that line.
+    pub(super) fn with_call_waker<R>(cell: &Arc<Self>, f: impl FnOnce(&Waker) -> R) -> R
     where
         Self: Send + Sync,
     {
-        let weak = Weak::into_raw(Arc::downgrade(cell));
-        // SAFETY: I6: the data is a `Weak<CallCell<I>>` with its weak count,
-        // and the vtable is this `I`'s; I7: that `Weak` may be sent and
-        // shared between threads, as a `Waker` is (the cell is `Send + Sync`).
-        unsafe { Waker::from_raw(RawWaker::new(weak as *const (), waker_vtable::<I>())) }
+        let data = Arc::as_ptr(cell) as *const ();
+        // SAFETY: I6: a borrowed call waker: its data is the cell's pointer,
+        // which `cell` keeps alive for as long as `f` runs, and it is never
+        // dropped (`ManuallyDrop`), so it gives back no count it does not
+        // own; a clone takes a weak count of its own. I7: the waker stands for
+        // a `Weak<CallCell<I>>`, which may be sent and shared between threads,
+        // as a `Waker` is (the cell is `Send + Sync`).
+        let waker = ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(data, waker_vtable::<I>())) });
+        f(&waker)
     }
 }
 
@@ -33,8 +45,9 @@ fn waker_vtable<I: Interceptor>() -> &'static RawWakerVTable {
 }
 
 unsafe fn clone_waker<I: Interceptor>(ptr: *const ()) -> RawWaker {
-    // SAFETY: I6: `ptr` is a `Weak<CallCell<I>>` owning a weak count, made
-    // by `call_waker` or here; `ManuallyDrop` leaves that count as it is.
+    // SAFETY: I6: `ptr` is the data of a call waker, owned or borrowed: the
+    // pointer of a live allocation of a `CallCell<I>`; `ManuallyDrop` leaves
+    // the counts as they are, and the clone owns the weak count it adds.
     let weak = ManuallyDrop::new(unsafe { Weak::from_raw(ptr as *const CallCell<I>) });
     RawWaker::new(Weak::into_raw(Weak::clone(&weak)) as *const (), waker_vtable::<I>())
 }
