@@ -434,35 +434,34 @@ pub async fn server_streaming(client: &mut BenchClient<Channel>, messages: u64, 
 /// `messages` payloads of `size` bytes sent in one `ClientStream` call;
 /// returns how many the server counted.
 pub async fn client_streaming(client: &mut BenchClient<Channel>, messages: u64, size: usize) -> u64 {
+    client.client_stream(outgoing(messages, size)).await.expect("client_stream").into_inner().messages
+}
+
+/// `messages` payloads of `size` bytes, the same payload each time.
+fn outgoing(messages: u64, size: usize) -> impl Stream<Item = Payload> + Send + 'static {
     let payload = payload(size);
-    let outgoing = futures_util::stream::iter((0..messages).map(move |_| payload.clone()));
-    client.client_stream(outgoing).await.expect("client_stream").into_inner().messages
+    futures_util::stream::iter((0..messages).map(move |_| payload.clone()))
+}
+
+/// Reads echoes to their end; returns how many came.
+async fn count_echoes(mut echoes: Streaming<Payload>) -> u64 {
+    let mut n = 0;
+    while echoes.message().await.expect("an echo").is_some() {
+        n += 1;
+    }
+    n
 }
 
 /// `messages` payloads sent in one `Bidi` call without waiting for their
 /// echoes, which are read as they come back; returns how many came back.
 pub async fn bidi_pipelined(client: &mut BenchClient<Channel>, messages: u64, size: usize) -> u64 {
-    let payload = payload(size);
-    let outgoing = futures_util::stream::iter((0..messages).map(move |_| payload.clone()));
-    let mut echoes = client.bidi(outgoing).await.expect("bidi").into_inner();
-    let mut n = 0;
-    while echoes.message().await.expect("an echo").is_some() {
-        n += 1;
-    }
-    n
+    count_echoes(client.bidi(outgoing(messages, size)).await.expect("bidi").into_inner()).await
 }
 
 /// As [`bidi_pipelined`], through `Relay`: the server's two directions run
 /// in two tasks.
 pub async fn relay_pipelined(client: &mut BenchClient<Channel>, messages: u64, size: usize) -> u64 {
-    let payload = payload(size);
-    let outgoing = futures_util::stream::iter((0..messages).map(move |_| payload.clone()));
-    let mut echoes = client.relay(outgoing).await.expect("relay").into_inner();
-    let mut n = 0;
-    while echoes.message().await.expect("an echo").is_some() {
-        n += 1;
-    }
-    n
+    count_echoes(client.relay(outgoing(messages, size)).await.expect("relay").into_inner()).await
 }
 
 /// `messages` round trips in one `Bidi` call: each payload is sent once the
