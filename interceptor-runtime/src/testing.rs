@@ -17,8 +17,9 @@
 //!   or read `n` messages and then drop it as a client that goes away would.
 //! - Lower down, for tests and benchmarks that build their own client streams:
 //!   [`grpc_frame`] puts a message on the wire as a client would,
-//!   [`streaming`] makes a `Streaming<T>` of any stream of messages (a
-//!   channel a test keeps feeding, say), and [`streaming_from_frames`] one
+//!   [`streaming`] makes a `Streaming<T>` of any stream of
+//!   `Result<T, Status>` (a channel a test keeps feeding, its messages
+//!   mapped with `Ok`), and [`streaming_from_frames`] one
 //!   that reads a whole request body of frames from memory.
 //!
 //! ```
