@@ -46,8 +46,11 @@ fn waker_vtable<I: Interceptor>() -> &'static RawWakerVTable {
 
 unsafe fn clone_waker<I: Interceptor>(ptr: *const ()) -> RawWaker {
     // SAFETY: I6: `ptr` is the data of a call waker, owned or borrowed: the
-    // pointer of a live allocation of a `CallCell<I>`; `ManuallyDrop` leaves
-    // the counts as they are, and the clone owns the weak count it adds.
+    // pointer of a live allocation of a `CallCell<I>`, the one address
+    // `Weak::into_raw` and `Arc::as_ptr` give for it (`CallCell<I>` is
+    // sized). The `Weak` read from it is never dropped (`ManuallyDrop`), so
+    // it gives back no count, whether the waker owns one or borrows; the
+    // clone owns the weak count it adds.
     let weak = ManuallyDrop::new(unsafe { Weak::from_raw(ptr as *const CallCell<I>) });
     RawWaker::new(Weak::into_raw(Weak::clone(&weak)) as *const (), waker_vtable::<I>())
 }
