@@ -27,13 +27,12 @@ impl<I: Interceptor> CallCell<I> {
     where
         Self: Send + Sync,
     {
+        // Borrowed: `cell` keeps the allocation alive while `f` runs, and the
+        // waker is never dropped, so it gives back no count it does not own;
+        // a clone takes a weak count of its own. It stands for a
+        // `Weak<CallCell<I>>`, which may go to other threads, as a `Waker` does.
         let data = Arc::as_ptr(cell) as *const ();
-        // SAFETY: I6: a borrowed call waker: its data is the cell's pointer,
-        // which `cell` keeps alive for as long as `f` runs, and it is never
-        // dropped (`ManuallyDrop`), so it gives back no count it does not
-        // own; a clone takes a weak count of its own. I7: the waker stands for
-        // a `Weak<CallCell<I>>`, which may be sent and shared between threads,
-        // as a `Waker` is (the cell is `Send + Sync`).
+        // SAFETY: I6 (a borrowed call waker, `ManuallyDrop`), I7 (a `Send + Sync` cell).
         let waker = ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(data, waker_vtable::<I>())) });
         f(&waker)
     }
@@ -45,12 +44,12 @@ fn waker_vtable<I: Interceptor>() -> &'static RawWakerVTable {
 }
 
 unsafe fn clone_waker<I: Interceptor>(ptr: *const ()) -> RawWaker {
-    // SAFETY: I6: `ptr` is the data of a call waker, owned or borrowed: the
-    // pointer of a live allocation of a `CallCell<I>`, the one address
-    // `Weak::into_raw` and `Arc::as_ptr` give for it (`CallCell<I>` is
-    // sized). The `Weak` read from it is never dropped (`ManuallyDrop`), so
-    // it gives back no count, whether the waker owns one or borrows; the
-    // clone owns the weak count it adds.
+    // `ptr` is the data of a call waker, owned or borrowed: the pointer of a
+    // live allocation of a `CallCell<I>`, the one address `Weak::into_raw`
+    // and `Arc::as_ptr` give for it (`CallCell<I>` is sized). The `Weak` read
+    // from it is never dropped, so it gives back no count, whether the waker
+    // owns one or borrows; the clone owns the weak count it adds.
+    // SAFETY: I6, as above (`ManuallyDrop`: no count given back).
     let weak = ManuallyDrop::new(unsafe { Weak::from_raw(ptr as *const CallCell<I>) });
     RawWaker::new(Weak::into_raw(Weak::clone(&weak)) as *const (), waker_vtable::<I>())
 }
