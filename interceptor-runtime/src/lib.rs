@@ -247,6 +247,7 @@
 //! |---|---|---|---|
 //! | completes | `Ok(None)` at the end of its inbound stream | the response, OK | OK, once the response's end (its trailers) was handed to HTTP/2 |
 //! | the handler, or its response stream, returns an error | | that status | that status |
+//! | tonic refuses a message over `max_decoding_message_size` or `max_encoding_message_size` | OUT_OF_RANGE on its inbound stream, for a message it was sent (a unary or server-streaming request refused is no call) | OUT_OF_RANGE; what tonic had not sent of the response is dropped | OUT_OF_RANGE |
 //! | an interceptor ends it (a budget, a rate with `reject`, a failed check) | that status on its inbound stream (a `duration` or `idle` budget drops a handler still running) | that status; what the response stream still held is not sent | that status, `ended_by` the interceptor |
 //! | the client cancels (`RST_STREAM(CANCEL)`) | `Err(CANCELLED "the client cancelled the call")` instead of the next message or the end | | CANCELLED |
 //! | the client resets the stream with another reason | `Err(CANCELLED "the client reset the stream (REASON)")` | | CANCELLED |
@@ -265,10 +266,11 @@
 //! Either way no slot (`budget(streams = ..)`) and no call state is left behind
 //! ([`stats::live_calls`]), and the server keeps serving.
 //!
-//! Without the layer, everything above works but two endings are not seen: a client that cancels a
+//! Without the layer, everything above works but three endings are not seen: a client that cancels a
 //! client-streaming or bidi call mid-upload looks like a clean end to the handler (and a
-//! client-streaming handler that then returns OK is counted OK), and an OK response whose client went
-//! away before it was sent counts OK. A handler still runs for a request its client cancelled right
+//! client-streaming handler that then returns OK is counted OK), an OK response whose client went
+//! away before it was sent counts OK, and a reply tonic refuses counts as what the handler returned
+//! (a unary OK), or CANCELLED for a response stream. A handler still runs for a request its client cancelled right
 //! after sending it. Resets with another reason, lost connections, dropped handlers and panics are
 //! seen all the same.
 //!

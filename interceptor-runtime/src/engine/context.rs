@@ -280,10 +280,12 @@ impl CallContext {
     }
 
     /// The status of a call whose handler or response stream was dropped
-    /// before it ended: what the layer saw of the request, if anything, or
-    /// else [`gone`](super::gone).
+    /// before it ended: what the layer saw, if anything (the error status the
+    /// response's end was sent with, which is what the client got, or else
+    /// how the request broke), or else [`gone`](super::gone).
     pub(crate) fn gone_status(&self) -> Status {
-        self.request_failure().unwrap_or_else(super::gone)
+        let tap = self.tap.as_ref();
+        tap.and_then(|tap| tap.sent_error()).or_else(|| self.request_failure()).unwrap_or_else(super::gone)
     }
 
     /// Notes the interceptor and hook a panic is unwinding from; the

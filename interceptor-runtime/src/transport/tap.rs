@@ -23,9 +23,10 @@ enum ResponseEnd {
     /// Not over yet. A call whose result was OK waits here: it is over when
     /// the response is.
     Open(Option<Arc<dyn Deferred>>),
-    /// Over: its end was handed to HTTP/2 (`Ok`), or the response was
-    /// dropped before (the status the call ends with).
-    Ended(Result<(), Status>),
+    /// Over: its end was handed to HTTP/2 (`sent`), with the status its
+    /// trailers carry (`Ok` for none or OK), or the response was dropped
+    /// before (not `sent`, the CANCELLED status the call ends with).
+    Ended { result: Result<(), Status>, sent: bool },
 }
 
 /// How a response ended.
@@ -71,7 +72,18 @@ impl Tap {
                 *held = Some(call);
                 None
             }
-            ResponseEnd::Ended(result) => Some(result.clone()),
+            ResponseEnd::Ended { result, .. } => Some(result.clone()),
+        }
+    }
+
+    /// The error status the response's trailers carried to the client, if
+    /// its end was sent with one while the call's own end was still to
+    /// come: tonic's encoder fails a response stream that way (a message
+    /// over `max_encoding_message_size`, say), and drops the stream after.
+    pub(crate) fn sent_error(&self) -> Option<Status> {
+        match &*self.response.lock().unwrap_or_else(PoisonError::into_inner) {
+            ResponseEnd::Ended { result: Err(status), sent: true } => Some(status.clone()),
+            _ => None,
         }
     }
 
@@ -81,6 +93,7 @@ impl Tap {
     /// a response it failed to encode, say); CANCELLED if it was dropped
     /// before its end.
     pub(crate) fn response_ended(&self, end: Ended) {
+        let sent = matches!(end, Ended::Sent(_));
         let result = match end {
             Ended::Sent(None) => Ok(()),
             Ended::Sent(Some(status)) if status.code() == tonic::Code::Ok => Ok(()),
@@ -92,10 +105,10 @@ impl Tap {
         };
         let held = {
             let mut response = self.response.lock().unwrap_or_else(PoisonError::into_inner);
-            match std::mem::replace(&mut *response, ResponseEnd::Ended(result.clone())) {
+            match std::mem::replace(&mut *response, ResponseEnd::Ended { result: result.clone(), sent }) {
                 ResponseEnd::Open(held) => held,
                 // Ended once already: the first end stands.
-                ended @ ResponseEnd::Ended(_) => {
+                ended @ ResponseEnd::Ended { .. } => {
                     *response = ended;
                     None
                 }
