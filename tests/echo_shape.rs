@@ -10,6 +10,9 @@
 //! - [`GenericEcho`]: a generic impl (`impl<T: Send + Sync + 'static> Echo for
 //!   GenericEcho<T>`), `tonic::Result`, concrete `ReceiverStream` types and a
 //!   stream from `async_stream::try_stream!`.
+//! - [`WrittenOutEcho`]: the stream types written out in the signatures
+//!   (`EchoResult<ResponseStream>`, `Result<Response<ReceiverStream<..>>,
+//!   Status>`) where the trait says `Self::XStream`.
 //! - where the attributes stand: the impl's below `#[tonic::async_trait]`,
 //!   a method's own `#[intercept]` and `#[cfg_attr(.., intercept(..))]`
 //!   inside an annotated impl (merged: never intercepted twice).
@@ -117,6 +120,73 @@ example_echo! {
 example_echo! {
     PlainExampleEcho,
     impl: [],
+}
+
+/// The stream types written out in the signatures instead of
+/// `Self::XStream` (the alias of a boxed stream, a concrete stream), which
+/// the trait accepts as the same types.
+macro_rules! written_out_echo {
+    ($name:ident, above: [$(#[$above:meta])*], below: [$(#[$below:meta])*] $(,)?) => {
+        #[derive(Debug, Default)]
+        pub struct $name {}
+
+        $(#[$above])*
+        #[tonic::async_trait]
+        $(#[$below])*
+        impl Echo for $name {
+            async fn unary_echo(&self, request: Request<EchoRequest>) -> EchoResult<EchoResponse> {
+                Ok(Response::new(reply(request.into_inner().message)))
+            }
+
+            type ServerStreamingEchoStream = ResponseStream;
+
+            async fn server_streaming_echo(&self, req: Request<EchoRequest>) -> EchoResult<ResponseStream> {
+                let repeat = std::iter::repeat_n(reply(req.into_inner().message), 3);
+                Ok(Response::new(Box::pin(tokio_stream::iter(repeat).map(Ok)) as ResponseStream))
+            }
+
+            async fn client_streaming_echo(&self, req: Request<Streaming<EchoRequest>>) -> EchoResult<EchoResponse> {
+                let mut in_stream = req.into_inner();
+                let mut joined = Vec::new();
+                while let Some(message) = in_stream.message().await? {
+                    joined.push(message.message);
+                }
+                Ok(Response::new(reply(joined.join(" "))))
+            }
+
+            type BidirectionalStreamingEchoStream = ReceiverStream<Result<EchoResponse, Status>>;
+
+            async fn bidirectional_streaming_echo(
+                &self,
+                req: Request<Streaming<EchoRequest>>,
+            ) -> Result<Response<ReceiverStream<Result<EchoResponse, Status>>>, Status> {
+                let mut in_stream = req.into_inner();
+                let (tx, rx) = mpsc::channel(128);
+                tokio::spawn(async move {
+                    while let Some(result) = in_stream.next().await {
+                        if tx.send(result.map(|v| reply(v.message))).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                Ok(Response::new(ReceiverStream::new(rx)))
+            }
+        }
+    };
+}
+
+written_out_echo! {
+    WrittenOutEcho,
+    above: [#[intercept(monitor, service = "fixture.WrittenOutEcho")]],
+    below: [],
+}
+
+// The same with the attribute below `#[tonic::async_trait]`, which has
+// already made each handler a `fn` returning a boxed future.
+written_out_echo! {
+    WrittenOutBelowEcho,
+    above: [],
+    below: [#[intercept(monitor, service = "fixture.WrittenOutBelowEcho")]],
 }
 
 /// A generic impl, `tonic::Result`, concrete stream types.
@@ -338,6 +408,14 @@ async fn real_tonic_shapes_compile_unchanged_answer_alike_and_are_counted() {
     // requests, not guessed from the trait's name (`/Echo/..`).
     assert_counted("/echo.Echo/");
     assert!(stats::snapshot().iter().all(|m| !m.method.starts_with("/Echo/")), "{:#?}", stats::snapshot());
+
+    // The stream types written out in the signatures.
+    let written_out = exercise(serve(WrittenOutEcho::default()).await).await;
+    assert_eq!(written_out, plain);
+    assert_counted("/fixture.WrittenOutEcho/");
+    let written_out = exercise(serve(WrittenOutBelowEcho::default()).await).await;
+    assert_eq!(written_out, plain);
+    assert_counted("/fixture.WrittenOutBelowEcho/");
 
     // A generic impl, `tonic::Result`, concrete stream types.
     let plain = exercise(serve(PlainGenericEcho::<u8>::default()).await).await;

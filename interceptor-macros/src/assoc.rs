@@ -23,6 +23,10 @@
 //! (`try_stream! { .. }`). A type already written `Outbound<S>` is left as it
 //! is, and so is `Self::XStream` for it (the body produces `S`). Code outside
 //! the impl that names `<Svc as Trait>::XStream` sees the `Outbound`.
+//!
+//! A signature that writes `S` out (`-> Result<Stream<Reply>>`) would no
+//! longer match the trait's once the type is wrapped: it is first rewritten
+//! to name `Self::FullDuplexCallStream`, and then expanded as above.
 
 use proc_macro2::{Group, Ident, Punct, Spacing, TokenStream, TokenTree};
 use quote::ToTokens;
@@ -62,29 +66,45 @@ impl StreamTypes {
 
     /// A handler that returns a stream type written out (`Result<Response<S>,
     /// Status>` where the impl has `type XStream = S;`) instead of
-    /// `Self::XStream`: with the associated type wrapped, that signature no
-    /// longer matches the trait's. An error that says what to write.
-    pub(crate) fn written_out(imp: &ItemImpl) -> Option<Error> {
-        let types: Vec<(&Ident, Vec<String>)> = imp
+    /// `Self::XStream`: with the associated type wrapped, that signature
+    /// would no longer match the trait's, so it is rewritten to name
+    /// `Self::XStream`, the type tonic-build names after the method
+    /// (`list_features` returns `Self::ListFeaturesStream`).
+    ///
+    /// Input: `type ListFeaturesStream = S; async fn list_features(..) -> Result<Response<S>, Status>`.
+    /// Output: `.. async fn list_features(..) -> Result<Response<Self::ListFeaturesStream>, Status>`.
+    ///
+    /// A type written out in the signature of a handler that has no such
+    /// associated type of its name is an error that says what to write.
+    pub(crate) fn name_written_out(imp: &mut ItemImpl) -> Result<(), Error> {
+        let types: Vec<(Ident, Vec<String>)> = imp
             .items
             .iter()
             .filter_map(|item| match item {
-                ImplItem::Type(t) if !is_outbound(&t.ty) => Some((&t.ident, words(t.ty.to_token_stream()))),
+                ImplItem::Type(t) if !is_outbound(&t.ty) => Some((t.ident.clone(), words(t.ty.to_token_stream()))),
                 _ => None,
             })
             .collect();
-        imp.items.iter().find_map(|item| {
-            let ImplItem::Fn(f) = item else { return None };
+        for item in &mut imp.items {
+            let ImplItem::Fn(f) = item else { continue };
             let output = words(f.sig.output.to_token_stream());
-            let (ident, _) = types.iter().find(|(_, ty)| names_type(&output, ty))?;
-            Some(Error::new(
-                f.sig.output.span(),
-                format!(
-                    "write the response stream as `Self::{ident}`: `#[intercept]` wraps the impl's \
-                     `type {ident}` in `Outbound`, and this signature names the type it had"
-                ),
-            ))
-        })
+            let written: Vec<&(Ident, Vec<String>)> = types.iter().filter(|(_, ty)| names_type(&output, ty)).collect();
+            let Some(first) = written.first() else { continue };
+            let Some((ident, ty)) = written.iter().find(|(ident, _)| is_named_after(ident, &f.sig.ident)) else {
+                return Err(Error::new(
+                    f.sig.output.span(),
+                    format!(
+                        "write the response stream as `Self::{}`: `#[intercept]` wraps the impl's \
+                         `type {}` in `Outbound`, and this signature names the type it had",
+                        first.0, first.0
+                    ),
+                ));
+            };
+            let named = quote::quote_spanned!(f.sig.output.span()=> Self::#ident);
+            let output = replace_type(f.sig.output.to_token_stream(), ty, &named);
+            f.sig.output = syn::parse2(output)?;
+        }
+        Ok(())
     }
 
     /// Whether `X` is one of them.
@@ -217,6 +237,56 @@ fn words(tokens: TokenStream) -> Vec<String> {
             }
             other => out.push(other.to_string()),
         }
+    }
+    out
+}
+
+/// Whether `stream` is the response stream type tonic-build names after
+/// the handler `method`: `ListFeaturesStream` for `list_features`, compared
+/// without case or underscores (`GetHTTPInfoStream` for `get_http_info`).
+fn is_named_after(stream: &Ident, method: &Ident) -> bool {
+    let squash = |name: String| name.replace('_', "").to_lowercase();
+    let method = method.to_string();
+    let method = method.strip_prefix("r#").unwrap_or(&method);
+    squash(stream.to_string()) == squash(format!("{method}Stream"))
+}
+
+/// `tokens` with each whole occurrence of the type `ty` (its words, as
+/// [`names_type`] finds it) replaced by `with`.
+fn replace_type(tokens: TokenStream, ty: &[String], with: &TokenStream) -> TokenStream {
+    let trees: Vec<TokenTree> = tokens.into_iter().collect();
+    let is_colon = |tree: Option<&TokenTree>| matches!(tree, Some(TokenTree::Punct(p)) if p.as_char() == ':');
+    let mut out = TokenStream::new();
+    let mut i = 0;
+    while i < trees.len() {
+        // The trees from `i` whose words are exactly `ty`'s, if any.
+        let mut seen = Vec::new();
+        let mut end = None;
+        for (j, tree) in trees.iter().enumerate().skip(i) {
+            seen.extend(words(TokenStream::from(tree.clone())));
+            if seen.len() >= ty.len() {
+                if seen == ty {
+                    end = Some(j + 1);
+                }
+                break;
+            }
+        }
+        // Not the tail of a path (`a::S`), nor its head (`S::Item`).
+        let after_path = i >= 1 && is_colon(trees.get(i - 1));
+        if let Some(end) = end.filter(|&end| !after_path && !is_colon(trees.get(end))) {
+            out.extend(with.clone());
+            i = end;
+            continue;
+        }
+        match &trees[i] {
+            TokenTree::Group(g) => {
+                let mut group = Group::new(g.delimiter(), replace_type(g.stream(), ty, with));
+                group.set_span(g.span());
+                out.extend([TokenTree::Group(group)]);
+            }
+            other => out.extend([other.clone()]),
+        }
+        i += 1;
     }
     out
 }

@@ -129,10 +129,8 @@ fn expand_impl(args: Args, mut imp: ItemImpl) -> Result<TokenStream> {
         let name = trait_path.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
         quote!(#name)
     };
+    StreamTypes::name_written_out(&mut imp)?;
     let site = Site { args, guessed_service, streams: StreamTypes::of(&imp) };
-    if let Some(error) = StreamTypes::written_out(&imp) {
-        return Err(error);
-    }
 
     let mut errors: Vec<Error> = Vec::new();
     let mut items = Vec::with_capacity(imp.items.len());

@@ -51,7 +51,10 @@ use proc_macro::TokenStream;
 ///   `type XStream = Outbound<S>;`, whatever `S` is (a concrete stream, a
 ///   boxed one, an alias); inside the impl's handler bodies `Self::XStream`
 ///   still means `S`, so `Box::pin(s) as Self::XStream` compiles as written.
-///   A type already written `Outbound<S>` is left as it is.
+///   A signature that writes `S` out where the trait has `Self::XStream`
+///   (`-> Result<Response<S>, Status>`) is rewritten to name the
+///   `Self::XStream` named after the method (`ListFeaturesStream` for
+///   `list_features`). A type already written `Outbound<S>` is left as it is.
 /// - **On one method**: below `#[tonic::async_trait]` in a service impl, in
 ///   an impl of a trait with native `async fn`s, or in an inherent impl. A
 ///   method alone cannot reach the impl's `type XStream = S;`, so a concrete

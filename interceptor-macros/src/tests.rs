@@ -327,16 +327,46 @@ fn an_expanded_handler_is_not_expanded_again() {
 
 /// In an impl, a response stream written as its type rather than
 /// `Self::XStream` would no longer match the trait once the type is wrapped:
-/// an error that says what to write.
+/// the signature is rewritten to name `Self::XStream`, the stream type named
+/// after the method.
 #[test]
-fn a_stream_type_written_out_in_an_impl_is_an_error() {
+fn a_stream_type_written_out_in_an_impl_is_named_as_the_trait_names_it() {
+    let expanded = crate::expand::intercept(
+        quote!(monitor),
+        quote! {
+            #[tonic::async_trait]
+            impl route_guide_server::RouteGuide for Guide {
+                type ListFeaturesStream = ReceiverStream<Result<Feature, Status>>;
+                type RouteChatStream = ResponseStream;
+                async fn list_features(&self, request: Request<Rectangle>)
+                    -> Result<Response<ReceiverStream<Result<Feature, Status>>>, Status> {
+                    unimplemented!()
+                }
+                async fn route_chat(&self, request: Request<Streaming<RouteNote>>) -> ChatResult<ResponseStream> {
+                    unimplemented!()
+                }
+            }
+        },
+    )
+    .expect("it expands")
+    .to_string()
+    .replace(' ', "");
+    assert!(expanded.contains("->Result<Response<Self::ListFeaturesStream>,Status>"), "{expanded}");
+    assert!(expanded.contains("->ChatResult<Self::RouteChatStream>"), "{expanded}");
+    assert!(expanded.contains("typeRouteChatStream=::interceptor_runtime::Outbound<ResponseStream>"), "{expanded}");
+}
+
+/// A stream type written out in a handler that has no stream type of its
+/// name is an error that says what to write.
+#[test]
+fn a_stream_type_written_out_for_another_method_is_an_error() {
     let error = crate::expand::intercept(
         quote!(monitor),
         quote! {
             #[tonic::async_trait]
             impl route_guide_server::RouteGuide for Guide {
                 type ListFeaturesStream = ReceiverStream<Result<Feature, Status>>;
-                async fn list_features(&self, request: Request<Rectangle>)
+                async fn list_all(&self, request: Request<Rectangle>)
                     -> Result<Response<ReceiverStream<Result<Feature, Status>>>, Status> {
                     unimplemented!()
                 }
