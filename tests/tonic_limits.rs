@@ -15,10 +15,10 @@
 
 mod common;
 
-use std::pin::Pin;
+use std::{pin::Pin, time::Duration};
 
 use common::{eventually, in_real_time};
-use interceptor_runtime::{intercept, stats, InterceptLayer};
+use interceptor_runtime::{intercept, stats, CallContext, CallRef, InterceptLayer};
 use tokio::sync::mpsc;
 use tokio_stream::{
     wrappers::{ReceiverStream, TcpListenerStream},
@@ -45,6 +45,9 @@ const LIMIT: usize = 64;
 /// A request that asks for a reply over [`LIMIT`].
 const ASK_BIG: &str = "big";
 
+/// A request the handler takes longer to answer than any client waits.
+const SLOW: &str = "slow";
+
 /// The echo of `message`: over [`LIMIT`] when it is [`ASK_BIG`].
 fn reply(message: String) -> EchoResponse {
     let message = if message == ASK_BIG { "r".repeat(2 * LIMIT) } else { message };
@@ -67,12 +70,27 @@ macro_rules! echo_service {
     ($name:ident, [$(#[$attr:meta])*]) => {
         pub struct $name {
             ends: mpsc::UnboundedSender<String>,
+            calls: mpsc::UnboundedSender<CallRef>,
+        }
+
+        impl $name {
+            /// A call asked to be slow ([`SLOW`]): it is reported, and
+            /// outlasts any deadline of the tests.
+            async fn outlast(&self, call: Option<CallRef>) {
+                if let Some(call) = call {
+                    let _ = self.calls.send(call);
+                }
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
         }
 
         $(#[$attr])*
         #[tonic::async_trait]
         impl Echo for $name {
             async fn unary_echo(&self, request: Request<EchoRequest>) -> EchoResult<EchoResponse> {
+                if request.get_ref().message == SLOW {
+                    self.outlast(CallContext::of(&request)).await;
+                }
                 Ok(Response::new(reply(request.into_inner().message)))
             }
 
@@ -90,10 +108,12 @@ macro_rules! echo_service {
                 &self,
                 request: Request<Streaming<EchoRequest>>,
             ) -> EchoResult<EchoResponse> {
+                let call = CallContext::of(&request);
                 let mut in_stream = request.into_inner();
                 let mut joined = Vec::new();
                 let ended = loop {
                     match in_stream.message().await {
+                        Ok(Some(message)) if message.message == SLOW => self.outlast(call.clone()).await,
                         Ok(Some(message)) => joined.push(message.message),
                         Ok(None) => break Ok(()),
                         Err(status) => break Err(status),
@@ -139,6 +159,7 @@ macro_rules! echo_service {
 echo_service!(Intercepted, [#[intercept(monitor, service = "limits.Echo")]]);
 echo_service!(Guarded, [#[intercept(monitor, service = "limits.Guarded")]]);
 echo_service!(Bare, [#[intercept(monitor, service = "limits.Bare")]]);
+echo_service!(Late, [#[intercept(monitor, service = "limits.Late")]]);
 echo_service!(Plain, []);
 
 /// How a stream ended, as the tests compare it.
@@ -152,15 +173,25 @@ fn seen<T>(ended: &Result<T, Status>) -> String {
 /// What the handlers report about their inbound streams.
 type Ends = mpsc::UnboundedReceiver<String>;
 
-/// Serves `make`'s service, with both size limits, or behind a tonic
-/// `Interceptor` that wants an `authorization` header.
+/// What the handlers report: how their inbound streams ended, and the
+/// calls they were asked to be slow in.
+struct Reports {
+    ends: Ends,
+    calls: mpsc::UnboundedReceiver<CallRef>,
+}
+
+/// Serves the service `make` makes from the channels it reports on, with
+/// both size limits, or behind a tonic `Interceptor` that wants an
+/// `authorization` header.
 async fn serve<S: Echo>(
-    make: impl FnOnce(mpsc::UnboundedSender<String>) -> S,
+    make: impl FnOnce(mpsc::UnboundedSender<String>, mpsc::UnboundedSender<CallRef>) -> S,
     guard: Guard,
-) -> (EchoClient<Channel>, Ends) {
+) -> (EchoClient<Channel>, Reports) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
     let addr = listener.local_addr().expect("its address");
     let (ends, ended) = mpsc::unbounded_channel();
+    let (calls, called) = mpsc::unbounded_channel();
+    let make = move |ends| make(ends, calls);
     let mut server = tonic::transport::Server::builder().layer(InterceptLayer::new());
     let incoming = TcpListenerStream::new(listener);
     match guard {
@@ -180,7 +211,8 @@ async fn serve<S: Echo>(
                 .serve_with_incoming(incoming),
         ),
     };
-    (EchoClient::connect(format!("http://{addr}")).await.expect("the server accepts"), ended)
+    let client = EchoClient::connect(format!("http://{addr}")).await.expect("the server accepts");
+    (client, Reports { ends: ended, calls: called })
 }
 
 #[derive(Clone, Copy)]
@@ -258,10 +290,10 @@ async fn over_the_limits(mut client: EchoClient<Channel>, ends: &mut Ends) -> Ve
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_over_tonics_size_limits_end_the_call_as_the_client_saw_it() {
     in_real_time(async {
-        let (client, mut ends) = serve(|ends| Plain { ends }, Guard::SizeLimits).await;
-        let plain = over_the_limits(client, &mut ends).await;
-        let (client, mut ends) = serve(|ends| Intercepted { ends }, Guard::SizeLimits).await;
-        let intercepted = over_the_limits(client, &mut ends).await;
+        let (client, mut reports) = serve(|ends, calls| Plain { ends, calls }, Guard::SizeLimits).await;
+        let plain = over_the_limits(client, &mut reports.ends).await;
+        let (client, mut reports) = serve(|ends, calls| Intercepted { ends, calls }, Guard::SizeLimits).await;
+        let intercepted = over_the_limits(client, &mut reports.ends).await;
         assert_eq!(intercepted, plain, "the attribute changes nothing a client or handler sees");
 
         let decoding = "OutOfRange: Error, decoded message length too large: found 131 bytes, the limit is: 64 bytes";
@@ -320,8 +352,8 @@ async fn knock(mut client: EchoClient<Channel>) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_tonics_interceptor_refuses_never_starts() {
     in_real_time(async {
-        let plain = knock(serve(|ends| Plain { ends }, Guard::Interceptor).await.0).await;
-        let intercepted = knock(serve(|ends| Guarded { ends }, Guard::Interceptor).await.0).await;
+        let plain = knock(serve(|ends, calls| Plain { ends, calls }, Guard::Interceptor).await.0).await;
+        let intercepted = knock(serve(|ends, calls| Guarded { ends, calls }, Guard::Interceptor).await.0).await;
         assert_eq!(intercepted, plain);
         let refused = "Unauthenticated: no token";
         assert_eq!(plain, [refused, refused, refused, refused, "end"]);
@@ -341,7 +373,7 @@ async fn a_call_tonics_interceptor_refuses_never_starts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_layer_a_refused_reply_is_not_seen() {
     in_real_time(async {
-        let (mut client, _ends) = serve(|ends| Bare { ends }, Guard::SizeLimitsWithoutTheLayer).await;
+        let (mut client, _reports) = serve(|ends, calls| Bare { ends, calls }, Guard::SizeLimitsWithoutTheLayer).await;
         let encoding = "OutOfRange: Error, encoded message length too large: found 131 bytes, the limit is: 64 bytes";
         assert_eq!(got(client.unary_echo(request(ASK_BIG)).await), encoding);
         assert_eq!(got_stream(client.server_streaming_echo(request(ASK_BIG)).await).await, [encoding]);
@@ -352,6 +384,42 @@ async fn without_the_layer_a_refused_reply_is_not_seen() {
         .await;
         assert_eq!(totals("/limits.Bare/", "UnaryEcho").expect("its totals").code(Code::Ok), 1);
         assert_eq!(totals("/limits.Bare/", "ServerStreamingEcho").expect("its totals").code(Code::Cancelled), 1);
+    })
+    .await;
+}
+
+/// Slow calls whose client set a deadline (`grpc-timeout`).
+async fn past_the_deadline(mut client: EchoClient<Channel>) -> Vec<String> {
+    let deadline = Duration::from_millis(50);
+    let mut unary = Request::new(request(SLOW));
+    unary.set_timeout(deadline);
+    let mut upload = Request::new(tokio_stream::iter([request("one"), request(SLOW)]));
+    upload.set_timeout(deadline);
+    vec![got(client.unary_echo(unary).await), got(client.client_streaming_echo(upload).await)]
+}
+
+/// tonic's server drops a handler still running when its client's deadline
+/// passes: the call ends with what the client was told, not as a client
+/// that went away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_past_its_clients_deadline_ends_as_tonic_says() {
+    in_real_time(async {
+        let plain = past_the_deadline(serve(|ends, calls| Plain { ends, calls }, Guard::SizeLimits).await.0).await;
+        let (client, mut reports) = serve(|ends, calls| Late { ends, calls }, Guard::SizeLimits).await;
+        let intercepted = past_the_deadline(client).await;
+        assert_eq!(intercepted, plain);
+        assert_eq!(plain, ["Cancelled: Timeout expired", "Cancelled: Timeout expired"]);
+        for _ in 0..2 {
+            let call = reports.calls.recv().await.expect("a slow call");
+            eventually("the slow call ended", || call.outcome().is_some()).await;
+            let outcome = call.outcome().expect("its outcome");
+            assert_eq!(
+                (outcome.code, outcome.message.as_str()),
+                (Code::Cancelled, "Timeout expired"),
+                "{}",
+                call.method().full_name
+            );
+        }
     })
     .await;
 }

@@ -252,6 +252,7 @@
 //! | the client cancels (`RST_STREAM(CANCEL)`) | `Err(CANCELLED "the client cancelled the call")` instead of the next message or the end | | CANCELLED |
 //! | the client resets the stream with another reason | `Err(CANCELLED "the client reset the stream (REASON)")` | | CANCELLED |
 //! | the client's connection is lost | `Err(CANCELLED "the connection to the client was lost (..)")` | | CANCELLED |
+//! | the client's deadline (`grpc-timeout`) passes while the handler runs | nothing: tonic's server drops it | CANCELLED "Timeout expired" | the same (a timeout of the server's own: CANCELLED "the client went away") |
 //! | the client went away while the handler was busy, then the handler answered OK | nothing: it has returned | | CANCELLED "the client went away before the response was sent" |
 //! | the handler panics | | INTERNAL "the handler panicked" | INTERNAL |
 //! | its response stream panics | | what was sent, then INTERNAL "the response stream panicked" | INTERNAL |
@@ -266,11 +267,12 @@
 //! Either way no slot (`budget(streams = ..)`) and no call state is left behind
 //! ([`stats::live_calls`]), and the server keeps serving.
 //!
-//! Without the layer, everything above works but three endings are not seen: a client that cancels a
+//! Without the layer, everything above works but these endings are not seen: a client that cancels a
 //! client-streaming or bidi call mid-upload looks like a clean end to the handler (and a
 //! client-streaming handler that then returns OK is counted OK), an OK response whose client went
-//! away before it was sent counts OK, and a reply tonic refuses counts as what the handler returned
-//! (a unary OK), or CANCELLED for a response stream. A handler still runs for a request its client cancelled right
+//! away before it was sent counts OK, a reply tonic refuses counts as what the handler returned
+//! (a unary OK), or CANCELLED for a response stream, and a handler dropped at its client's deadline
+//! counts CANCELLED "the client went away". A handler still runs for a request its client cancelled right
 //! after sending it. Resets with another reason, lost connections, dropped handlers and panics are
 //! seen all the same.
 //!

@@ -281,11 +281,15 @@ impl CallContext {
 
     /// The status of a call whose handler or response stream was dropped
     /// before it ended: what the layer saw, if anything (the error status the
-    /// response's end was sent with, which is what the client got, or else
-    /// how the request broke), or else [`gone`](super::gone).
+    /// response's end was sent with, which is what the client got; how the
+    /// request broke; the client's deadline, past, which tonic's server drops
+    /// a handler at), or else [`gone`](super::gone).
     pub(crate) fn gone_status(&self) -> Status {
-        let tap = self.tap.as_ref();
-        tap.and_then(|tap| tap.sent_error()).or_else(|| self.request_failure()).unwrap_or_else(super::gone)
+        let Some(tap) = self.tap.as_ref() else { return super::gone() };
+        tap.sent_error()
+            .or_else(|| tap.request_failure().cloned())
+            .or_else(|| tap.deadline_expired())
+            .unwrap_or_else(super::gone)
     }
 
     /// Notes the interceptor and hook a panic is unwinding from; the

@@ -20,7 +20,12 @@
 //!   ends CANCELLED;
 //! - a call whose result is OK is over when its response's end (the
 //!   trailers) has been handed to HTTP/2; a response dropped before that
-//!   (the client went away first) ends the call CANCELLED.
+//!   (the client went away first) ends the call CANCELLED;
+//! - a call whose response stream is dropped after tonic sent an error in
+//!   the trailers (a reply over `max_encoding_message_size`) ends with that
+//!   error, and one whose handler is dropped once the client's deadline
+//!   (`grpc-timeout`) passed ends as tonic's server answers it, CANCELLED
+//!   "Timeout expired".
 //!
 //! One line in the server's setup:
 //!
@@ -36,12 +41,13 @@
 //! # }
 //! ```
 //!
-//! It costs an allocation, a reference count on the path and two extensions
-//! per HTTP request, and one check per HTTP/2 frame of each body, not per
-//! message. Requests of services that are not intercepted pass through
+//! It costs an allocation, a reference count on the path, two extensions and
+//! a look for `grpc-timeout` per HTTP request, and one check per HTTP/2 frame
+//! of each body, not per message. Requests of services that are not intercepted pass through
 //! unchanged.
 
 mod body;
+mod deadline;
 mod failure;
 pub(crate) mod names;
 mod tap;
@@ -110,8 +116,8 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let tap = Arc::new(Tap::new());
         let (mut parts, body) = request.into_parts();
+        let tap = Arc::new(Tap::new(deadline::deadline(&parts.headers)));
         if let Some(path) = parts.uri.path_and_query().cloned() {
             parts.extensions.insert(names::RequestPath(path));
         }

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use tokio::time::Instant;
 use tonic::Status;
 
 /// What the transport saw of one call: how its request body ended, and
@@ -16,6 +17,8 @@ pub(crate) struct Tap {
     /// Read and written once or twice per call: when the call's result is
     /// known, and when the response ends.
     response: Mutex<ResponseEnd>,
+    /// The client's deadline, when the request had one (`grpc-timeout`).
+    deadline: Option<Instant>,
 }
 
 /// Where the response stands.
@@ -46,8 +49,14 @@ pub(crate) trait Deferred: Send + Sync {
 }
 
 impl Tap {
-    pub(crate) fn new() -> Self {
-        Tap { request_failure: OnceLock::new(), response: Mutex::new(ResponseEnd::Open(None)) }
+    pub(crate) fn new(deadline: Option<Instant>) -> Self {
+        Tap { request_failure: OnceLock::new(), response: Mutex::new(ResponseEnd::Open(None)), deadline }
+    }
+
+    /// tonic's status for a call dropped once its client's deadline passed,
+    /// if it has one and it has.
+    pub(crate) fn deadline_expired(&self) -> Option<Status> {
+        self.deadline.filter(|&deadline| super::deadline::passed(deadline)).map(|_| super::deadline::expired())
     }
 
     /// The request body failed; `status` is what the call ends with. The
