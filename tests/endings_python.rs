@@ -2,8 +2,9 @@
 //! grpcio, against the service with the attribute on the impl and on each
 //! method, `InterceptLayer` in the server: complete calls, calls the client
 //! cancels in their middle (`cancel()`: an HTTP/2 reset), handlers and
-//! response streams that panic, an interceptor whose `on_start` panics. Each
-//! is checked against what the handler saw and the call's outcome.
+//! response streams that panic, an interceptor whose `on_start` panics, a
+//! unary handler that outlasts the client's deadline (`timeout=`). Each is
+//! checked against what the handler saw and the call's outcome.
 //!
 //! Needs `python3` with `grpcio` and `grpcio-tools` (`.ci/run` installs them).
 //! Without them the test says so and passes, except under CI, where it fails.
@@ -74,9 +75,9 @@ async fn a_grpcio_client_sees_every_ending() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "the client failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     let calls: Vec<Reported> = stdout.lines().filter(|l| !l.is_empty()).map(parse).collect();
-    // Two servers, four kinds, four scenarios each, and a response stream
-    // that panics for two of them.
-    assert_eq!(calls.len(), 2 * (4 * 4 + 2), "{stdout}");
+    // Two servers, four kinds, four scenarios each, a response stream that
+    // panics for two of them, and a deadline for unary.
+    assert_eq!(calls.len(), 2 * (4 * 4 + 2 + 1), "{stdout}");
 
     for call in &calls {
         let what = format!("{call:?}");
@@ -120,6 +121,13 @@ async fn a_grpcio_client_sees_every_ending() {
                 assert_eq!(got, ("INTERNAL", "an interceptor panicked"), "{what}");
                 // The probe that panicked never started: no outcome of its own.
                 assert_eq!(ledger().ends_of(call.id), 0, "{what}");
+            }
+            "deadline" => {
+                // grpcio's own timer; tonic's server dropped the handler at
+                // the same deadline, sent as `grpc-timeout`.
+                assert_eq!(call.code, "DEADLINE_EXCEEDED", "{what}");
+                let outcome = ledger().wait_outcome(call.id).await;
+                assert_eq!((outcome.code, outcome.message.as_str()), (Code::Cancelled, "Timeout expired"), "{what}");
             }
             other => panic!("unknown scenario {other}"),
         }

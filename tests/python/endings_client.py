@@ -115,6 +115,14 @@ class Client:
         stop.set()
         return call.code().name, received, call.details() or ""
 
+    def past_deadline(self, call_id):
+        """A unary call whose handler never answers, with a deadline: (code, received, details)."""
+        try:
+            self.stub.GetFeature(self.point(1), metadata=self.metadata(call_id, "hang"), timeout=0.2)
+            return "OK", 1, ""
+        except grpc.RpcError as error:
+            return error.code().name, 0, error.details() or ""
+
 
 def drive(pb, rpc, addr, first_id):
     lines = []
@@ -137,6 +145,9 @@ def drive(pb, rpc, addr, first_id):
             call_id += 1
             if kind in ("server", "bidi"):
                 record(kind, "panic-stream", client.complete(kind, call_id, what="panic-stream"))
+                call_id += 1
+            if kind == "unary":
+                record(kind, "deadline", client.past_deadline(call_id))
                 call_id += 1
     return lines, call_id
 
