@@ -13,6 +13,8 @@
 //! - [`WrittenOutEcho`]: the stream types written out in the signatures
 //!   (`EchoResult<ResponseStream>`, `Result<Response<ReceiverStream<..>>,
 //!   Status>`) where the trait says `Self::XStream`.
+//! - [`SyncBoxEcho`]: the attribute on the streaming methods alone, their
+//!   stream types boxed streams that are also `Sync`.
 //! - where the attributes stand: the impl's below `#[tonic::async_trait]`,
 //!   a method's own `#[intercept]` and `#[cfg_attr(.., intercept(..))]`
 //!   inside an annotated impl (merged: never intercepted twice).
@@ -187,6 +189,56 @@ written_out_echo! {
     WrittenOutBelowEcho,
     above: [],
     below: [#[intercept(monitor, service = "fixture.WrittenOutBelowEcho")]],
+}
+
+/// The attribute on the streaming methods alone, whose stream types are
+/// boxed streams that are also `Sync`.
+#[derive(Debug, Default)]
+pub struct SyncBoxEcho {}
+
+type SyncResponseStream = Pin<Box<dyn Stream<Item = Result<EchoResponse, Status>> + Send + Sync>>;
+
+#[tonic::async_trait]
+impl Echo for SyncBoxEcho {
+    async fn unary_echo(&self, request: Request<EchoRequest>) -> EchoResult<EchoResponse> {
+        Ok(Response::new(reply(request.into_inner().message)))
+    }
+
+    type ServerStreamingEchoStream = SyncResponseStream;
+
+    #[intercept(monitor, service = "fixture.SyncBoxEcho")]
+    async fn server_streaming_echo(&self, req: Request<EchoRequest>) -> EchoResult<Self::ServerStreamingEchoStream> {
+        let repeat = std::iter::repeat_n(reply(req.into_inner().message), 3);
+        Ok(Response::new(Box::pin(tokio_stream::iter(repeat).map(Ok)) as Self::ServerStreamingEchoStream))
+    }
+
+    async fn client_streaming_echo(&self, req: Request<Streaming<EchoRequest>>) -> EchoResult<EchoResponse> {
+        let mut in_stream = req.into_inner();
+        let mut joined = Vec::new();
+        while let Some(message) = in_stream.message().await? {
+            joined.push(message.message);
+        }
+        Ok(Response::new(reply(joined.join(" "))))
+    }
+
+    type BidirectionalStreamingEchoStream = SyncResponseStream;
+
+    #[intercept(monitor, service = "fixture.SyncBoxEcho")]
+    async fn bidirectional_streaming_echo(
+        &self,
+        req: Request<Streaming<EchoRequest>>,
+    ) -> EchoResult<Self::BidirectionalStreamingEchoStream> {
+        let mut in_stream = req.into_inner();
+        let (tx, rx) = mpsc::channel(128);
+        tokio::spawn(async move {
+            while let Some(result) = in_stream.next().await {
+                if tx.send(result.map(|v| reply(v.message))).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as Self::BidirectionalStreamingEchoStream))
+    }
 }
 
 /// A generic impl, `tonic::Result`, concrete stream types.
@@ -416,6 +468,14 @@ async fn real_tonic_shapes_compile_unchanged_answer_alike_and_are_counted() {
     let written_out = exercise(serve(WrittenOutBelowEcho::default()).await).await;
     assert_eq!(written_out, plain);
     assert_counted("/fixture.WrittenOutBelowEcho/");
+
+    // On the methods alone, boxed streams that are `Sync` too.
+    let sync_box = exercise(serve(SyncBoxEcho::default()).await).await;
+    assert_eq!(sync_box, plain);
+    for (method, sent) in [("ServerStreamingEcho", 3), ("BidirectionalStreamingEcho", 3)] {
+        let seen = totals("/fixture.SyncBoxEcho/", method);
+        assert_eq!((seen.finished, seen.messages_sent), (1, sent), "{method}");
+    }
 
     // A generic impl, `tonic::Result`, concrete stream types.
     let plain = exercise(serve(PlainGenericEcho::<u8>::default()).await).await;

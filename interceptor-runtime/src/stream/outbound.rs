@@ -25,8 +25,8 @@ pin_project! {
     /// `#[intercept]` on an impl rewrites `type XStream = S;` into
     /// `type XStream = Outbound<S>;` for you. With `#[intercept]` on the method
     /// alone, write that rewrite yourself, or use a boxed stream type
-    /// (`BoxStream<T>`, `Pin<Box<dyn Stream<..> + Send>>`), which the wrapper
-    /// is boxed back into.
+    /// (`BoxStream<T>`, `Pin<Box<dyn Stream<..> + Send>>`, also with
+    /// `+ Sync`), which the wrapper is boxed back into.
     pub struct Outbound<S>
     where
         S: TryStream,
@@ -110,8 +110,8 @@ where
 ///
 /// Implemented for [`Outbound<S>`](Outbound) and for a boxed stream,
 /// `Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>` (that is
-/// `tonic::codegen::BoxStream<T>`), and sealed: the expansion relies on
-/// these impls alone.
+/// `tonic::codegen::BoxStream<T>`) or `.. + Send + Sync>>`, and sealed: the
+/// expansion relies on these impls alone.
 #[diagnostic::on_unimplemented(
     message = "`#[intercept]` cannot wrap the response stream type `{Self}`",
     label = "the handler's declared stream type",
@@ -152,14 +152,16 @@ where
     }
 }
 
+// The message must be `Sync` where the box is: the wrapper may hold one
+// back.
 macro_rules! boxed_stream {
-    ($($bounds:tt)*) => {
-        impl<T: prost::Message + 'static> sealed::Sealed
+    ($($message_bounds:path),* ; $($bounds:tt)*) => {
+        impl<T: prost::Message + 'static $(+ $message_bounds)*> sealed::Sealed
             for Pin<Box<dyn Stream<Item = Result<T, Status>> $($bounds)*>>
         {
         }
 
-        impl<T: prost::Message + 'static> OutboundStream
+        impl<T: prost::Message + 'static $(+ $message_bounds)*> OutboundStream
             for Pin<Box<dyn Stream<Item = Result<T, Status>> $($bounds)*>>
         {
             type Inner = Self;
@@ -170,4 +172,5 @@ macro_rules! boxed_stream {
         }
     };
 }
-boxed_stream!(+ Send + 'static);
+boxed_stream!(; + Send + 'static);
+boxed_stream!(Sync; + Send + Sync + 'static);
