@@ -30,8 +30,8 @@
 use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::{
-    parse_quote, spanned::Spanned, Attribute, Block, Error, Expr, Ident, ImplItem, ImplItemFn, Item, ItemImpl, Result,
-    Signature, Visibility,
+    parse_quote, spanned::Spanned, Attribute, Block, Error, Expr, Ident, ImplItem, ImplItemFn, Item, ItemImpl, Pat,
+    Result, Signature, Visibility,
 };
 
 use crate::{
@@ -221,20 +221,26 @@ fn expand_fn(
         Some(syn::FnArg::Receiver(r)) => r.self_token.span,
         _ => Span::call_site(),
     };
-    let method = method(args, &names.of(&method_name), receiver)?;
+    // The user's pattern is bound to the request as the body sees it, so
+    // `request`, `mut request` and `_` all work. A name keeps its place in
+    // the signature (without `mut`, which the pattern applies), so that an
+    // attribute that reads the parameters, like `#[tracing::instrument(skip(request))]`,
+    // finds it; any other pattern is replaced by a name of the macro's.
+    let pattern = &handler.request;
+    let request = match pattern {
+        Pat::Ident(named) if named.by_ref.is_none() && named.subpat.is_none() => named.ident.clone(),
+        _ => Ident::new("__icpt_request", Span::call_site()),
+    };
+    let mut sig = sig.clone();
+    if let Some(syn::FnArg::Typed(arg)) = sig.inputs.iter_mut().nth(1) {
+        *arg.pat = parse_quote!(#request);
+    }
+    let method = method(args, &names.of(&method_name), receiver, &request)?;
     // The chain must be an interceptor: only a `with` value can fail to be
     // one, and that error is reported at it; the places that require it
     // point there too, so that the compiler reports it once.
     let checked = chain_span(args);
     let start = Ident::new("start", checked);
-    // The parameter is renamed; the user's pattern is bound to the request
-    // as the body sees it, so `request`, `mut request` and `_` all work.
-    let request = Ident::new("__icpt_request", Span::call_site());
-    let pattern = &handler.request;
-    let mut sig = sig.clone();
-    if let Some(syn::FnArg::Typed(arg)) = sig.inputs.iter_mut().nth(1) {
-        *arg.pat = parse_quote!(#request);
-    }
     let in_probe = {
         let ty = &handler.request_type;
         quote_spanned!(ty.span()=> __icpt::in_shape((&&__icpt::request_probe::<#ty>(&#request)).__icpt_in()))
@@ -314,10 +320,10 @@ fn expand_fn(
 ///   let k0 = int("rate", self.limits.chat)?;                             //   per call: those with `self`
 ///   METHODS.get((k0,), || names.info(&request, kind), |key| { let o1 = size("budget(bytes)", MAX)?; Ok(chain) })? }
 /// ```
-fn method(args: &Args, names: &TokenStream, receiver: Span) -> Result<TokenStream> {
+fn method(args: &Args, names: &TokenStream, receiver: Span, request: &Ident) -> Result<TokenStream> {
     let checked = chain_span(args);
     let (get_or_init, get) = (Ident::new("get_or_init", checked), Ident::new("get", checked));
-    let info = quote!(|| #names.info(&__icpt_request, __icpt_kind));
+    let info = quote!(|| #names.info(&#request, __icpt_kind));
     let mut values = Values::default();
     let chain = chain(&args.items, &mut values)?;
     if values.once.is_empty() && values.per_call.is_empty() {
@@ -339,7 +345,7 @@ fn method(args: &Args, names: &TokenStream, receiver: Span) -> Result<TokenStrea
             let #key = match #convert {
                 ::core::result::Result::Ok(value) => value,
                 ::core::result::Result::Err(bad) => {
-                    return ::core::result::Result::Err(__ICPT_METHODS.bad(#names, &__icpt_request, bad))
+                    return ::core::result::Result::Err(__ICPT_METHODS.bad(#names, &#request, bad))
                 }
             };
         }

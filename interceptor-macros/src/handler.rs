@@ -29,6 +29,10 @@ use syn::{
     Signature, Stmt, Type, TypeParamBound,
 };
 
+/// What to do when something rewrote a handler before the attribute saw it.
+const REWRITTEN: &str = "an attribute above `#[intercept]` (`#[tracing::instrument]`, say) may have rewritten it \
+                         first: put `#[intercept(..)]` above that one, or on the impl, above `#[tonic::async_trait]`";
+
 const SHAPE: &str = "expected a tonic handler: \
     `async fn name(&self, request: tonic::Request<T>) -> Result<tonic::Response<U>, tonic::Status>`";
 
@@ -89,8 +93,9 @@ pub(crate) fn recognise(sig: &Signature, block: &Block) -> Result<Handler> {
         let stmts = async_block_stmts(block).ok_or_else(|| {
             Error::new(
                 block.span(),
-                "expected the body `#[tonic::async_trait]` writes (`Box::pin(async move { .. })`); \
-                 put `#[intercept(..)]` above `#[tonic::async_trait]` on the impl instead",
+                format!(
+                    "expected the body `#[tonic::async_trait]` writes (`Box::pin(async move {{ .. }})`); {REWRITTEN}"
+                ),
             )
         })?;
         if starts_with_marker(&stmts) {
@@ -99,8 +104,7 @@ pub(crate) fn recognise(sig: &Signature, block: &Block) -> Result<Handler> {
         let form = split_at_body(stmts).ok_or_else(|| {
             Error::new(
                 block.span(),
-                "expected the body `#[tonic::async_trait]` writes (`let __ret: Output = { .. }; __ret`); \
-                 put `#[intercept(..)]` above `#[tonic::async_trait]` on the impl instead",
+                format!("expected the body `#[tonic::async_trait]` writes (`let __ret: Output = {{ .. }}; __ret`); {REWRITTEN}"),
             )
         })?;
         // async_trait's rewrite of a body that was expanded already.
