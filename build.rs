@@ -9,7 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=tests/proto");
     let descriptors = protox::compile(["routeguide.proto"], ["proto"])?;
     tonic_prost_build::configure().compile_fds(descriptors)?;
-    let fixtures = protox::compile(["interop.proto", "echo.proto", "names.proto", "otel.proto"], ["tests/proto"])?;
+    let fixtures =
+        protox::compile(["interop.proto", "echo.proto", "names.proto", "otel.proto", "wkt.proto"], ["tests/proto"])?;
     tonic_prost_build::configure().compile_fds(fixtures)?;
     Ok(())
 }
