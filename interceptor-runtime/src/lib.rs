@@ -240,8 +240,9 @@
 //! interceptor that started hears [`on_end`](Interceptor::on_end). Some endings happen below tonic,
 //! where a handler cannot see them: tonic's decoder turns a request stream that the client reset into
 //! a clean end, and a response the handler returned is not yet one the client received.
-//! [`InterceptLayer`] watches each call's HTTP/2 request and response bodies (an allocation per
-//! request and a check per HTTP/2 frame, nothing per message). With it:
+//! [`InterceptLayer`] watches each call's HTTP/2 request and response bodies and notes its deadline
+//! (an allocation and a header lookup per request and a check per HTTP/2 frame, nothing per
+//! message). With it:
 //!
 //! | the call | the handler sees | the client gets | the outcome |
 //! |---|---|---|---|
