@@ -420,6 +420,17 @@ async fn a_handler_past_its_clients_deadline_ends_as_tonic_says() {
                 call.method().full_name
             );
         }
+
+        // A client that goes away before its deadline is one that went away.
+        let mut unary = Request::new(request(SLOW));
+        unary.set_timeout(Duration::from_secs(60));
+        let (mut client, mut reports) = serve(|ends, calls| Late { ends, calls }, Guard::SizeLimits).await;
+        let waiting = tokio::spawn(async move { client.unary_echo(unary).await });
+        let call = reports.calls.recv().await.expect("the slow call");
+        waiting.abort();
+        eventually("the abandoned call ended", || call.outcome().is_some()).await;
+        let outcome = call.outcome().expect("its outcome");
+        assert_eq!((outcome.code, outcome.message.as_str()), (Code::Cancelled, "the client went away"));
     })
     .await;
 }
