@@ -320,6 +320,13 @@ mod tests {
     }
 
     #[test]
+    fn a_written_out_type_is_replaced_where_it_stands_whole() {
+        let ty = words(quote!(Chat<Note>));
+        let out = replace_type(quote!(Result<Chat<Note>, (pb::Chat<Note>, Chat<Note>::Item)>), &ty, &quote!(Self::X));
+        assert_eq!(out.to_string().replace(' ', ""), "Result<Self::X,(pb::Chat<Note>,Chat<Note>::Item)>");
+    }
+
+    #[test]
     fn self_paths_become_the_written_type() {
         let body = quote! {
             let s: Self::ChatStream = Box::pin(x) as Self::ChatStream;

@@ -378,6 +378,32 @@ fn a_stream_type_written_out_for_another_method_is_an_error() {
     assert!(error.to_string().contains("write the response stream as `Self::ListFeaturesStream`"), "{error}");
 }
 
+/// A stream type the user wrapped already (`Outbound<S>`) is left as it is,
+/// written out in a signature too, whatever the method's name.
+#[test]
+fn an_outbound_stream_type_written_out_is_left_alone() {
+    let expanded = crate::expand::intercept(
+        quote!(monitor),
+        quote! {
+            #[tonic::async_trait]
+            impl route_guide_server::RouteGuide for Guide {
+                type ListFeaturesStream = Outbound<ReceiverStream<Result<Feature, Status>>>;
+                async fn list_all(&self, request: Request<Rectangle>)
+                    -> Result<Response<Outbound<ReceiverStream<Result<Feature, Status>>>>, Status> {
+                    unimplemented!()
+                }
+            }
+        },
+    )
+    .expect("it expands")
+    .to_string()
+    .replace(' ', "");
+    assert!(
+        expanded.contains("->Result<Response<Outbound<ReceiverStream<Result<Feature,Status>>>>,Status>"),
+        "{expanded}"
+    );
+}
+
 /// A stream type's name inside another name, or the tail of a path, is not
 /// that type written out.
 #[test]
