@@ -25,10 +25,12 @@
 use std::{marker::PhantomData, pin::Pin, time::Duration};
 
 use async_stream::try_stream;
-use interceptor_runtime::{intercept, stats, InterceptLayer, RpcKind};
+use interceptor_runtime::{intercept, stats, RpcKind};
 use tokio::sync::mpsc;
-use tokio_stream::{wrappers::ReceiverStream, wrappers::TcpListenerStream, Stream, StreamExt};
-use tonic::{transport::Channel, Code, Request, Response, Status, Streaming};
+use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
+use tonic::{service::Routes, transport::Channel, Code, Request, Response, Status, Streaming};
+
+mod common;
 
 mod pb {
     tonic::include_proto!("echo");
@@ -124,6 +126,42 @@ example_echo! {
     impl: [],
 }
 
+/// The three echoes of a server-streaming request.
+fn three_echoes(request: Request<EchoRequest>) -> impl Stream<Item = Result<EchoResponse, Status>> {
+    tokio_stream::iter(std::iter::repeat_n(reply(request.into_inner().message), 3)).map(Ok)
+}
+
+/// The words of an upload, joined. (In an intercepted handler the stream
+/// is an `Inbound`.)
+async fn joined<S>(request: Request<S>) -> EchoResult<EchoResponse>
+where
+    S: Stream<Item = Result<EchoRequest, Status>> + Unpin,
+{
+    let mut in_stream = request.into_inner();
+    let mut words = Vec::new();
+    while let Some(message) = in_stream.next().await.transpose()? {
+        words.push(message.message);
+    }
+    Ok(Response::new(reply(words.join(" "))))
+}
+
+/// The echo of each note, from a task of its own through a channel.
+fn relayed<S>(request: Request<S>) -> ReceiverStream<Result<EchoResponse, Status>>
+where
+    S: Stream<Item = Result<EchoRequest, Status>> + Unpin + Send + 'static,
+{
+    let mut in_stream = request.into_inner();
+    let (tx, rx) = mpsc::channel(128);
+    tokio::spawn(async move {
+        while let Some(result) = in_stream.next().await {
+            if tx.send(result.map(|v| reply(v.message))).await.is_err() {
+                break;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
 /// The stream types written out in the signatures instead of
 /// `Self::XStream` (the alias of a boxed stream, a concrete stream), which
 /// the trait accepts as the same types.
@@ -143,17 +181,11 @@ macro_rules! written_out_echo {
             type ServerStreamingEchoStream = ResponseStream;
 
             async fn server_streaming_echo(&self, req: Request<EchoRequest>) -> EchoResult<ResponseStream> {
-                let repeat = std::iter::repeat_n(reply(req.into_inner().message), 3);
-                Ok(Response::new(Box::pin(tokio_stream::iter(repeat).map(Ok)) as ResponseStream))
+                Ok(Response::new(Box::pin(three_echoes(req)) as ResponseStream))
             }
 
             async fn client_streaming_echo(&self, req: Request<Streaming<EchoRequest>>) -> EchoResult<EchoResponse> {
-                let mut in_stream = req.into_inner();
-                let mut joined = Vec::new();
-                while let Some(message) = in_stream.message().await? {
-                    joined.push(message.message);
-                }
-                Ok(Response::new(reply(joined.join(" "))))
+                joined(req).await
             }
 
             type BidirectionalStreamingEchoStream = ReceiverStream<Result<EchoResponse, Status>>;
@@ -162,16 +194,7 @@ macro_rules! written_out_echo {
                 &self,
                 req: Request<Streaming<EchoRequest>>,
             ) -> Result<Response<ReceiverStream<Result<EchoResponse, Status>>>, Status> {
-                let mut in_stream = req.into_inner();
-                let (tx, rx) = mpsc::channel(128);
-                tokio::spawn(async move {
-                    while let Some(result) = in_stream.next().await {
-                        if tx.send(result.map(|v| reply(v.message))).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-                Ok(Response::new(ReceiverStream::new(rx)))
+                Ok(Response::new(relayed(req)))
             }
         }
     };
@@ -208,17 +231,11 @@ impl Echo for SyncBoxEcho {
 
     #[intercept(monitor, service = "fixture.SyncBoxEcho")]
     async fn server_streaming_echo(&self, req: Request<EchoRequest>) -> EchoResult<Self::ServerStreamingEchoStream> {
-        let repeat = std::iter::repeat_n(reply(req.into_inner().message), 3);
-        Ok(Response::new(Box::pin(tokio_stream::iter(repeat).map(Ok)) as Self::ServerStreamingEchoStream))
+        Ok(Response::new(Box::pin(three_echoes(req)) as Self::ServerStreamingEchoStream))
     }
 
     async fn client_streaming_echo(&self, req: Request<Streaming<EchoRequest>>) -> EchoResult<EchoResponse> {
-        let mut in_stream = req.into_inner();
-        let mut joined = Vec::new();
-        while let Some(message) = in_stream.message().await? {
-            joined.push(message.message);
-        }
-        Ok(Response::new(reply(joined.join(" "))))
+        joined(req).await
     }
 
     type BidirectionalStreamingEchoStream = SyncResponseStream;
@@ -228,16 +245,7 @@ impl Echo for SyncBoxEcho {
         &self,
         req: Request<Streaming<EchoRequest>>,
     ) -> EchoResult<Self::BidirectionalStreamingEchoStream> {
-        let mut in_stream = req.into_inner();
-        let (tx, rx) = mpsc::channel(128);
-        tokio::spawn(async move {
-            while let Some(result) = in_stream.next().await {
-                if tx.send(result.map(|v| reply(v.message))).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as Self::BidirectionalStreamingEchoStream))
+        Ok(Response::new(Box::pin(relayed(req)) as Self::BidirectionalStreamingEchoStream))
     }
 }
 
@@ -356,14 +364,7 @@ generic_echo! {
 }
 
 async fn serve<S: Echo>(service: S) -> EchoClient<Channel> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
-    let addr = listener.local_addr().expect("its address");
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .layer(InterceptLayer::new())
-            .add_service(pb::echo_server::EchoServer::new(service))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let addr = common::serve_routes(Routes::new(pb::echo_server::EchoServer::new(service))).await;
     EchoClient::connect(format!("http://{addr}")).await.expect("the server accepts")
 }
 

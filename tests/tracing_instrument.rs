@@ -7,13 +7,13 @@
 
 use std::pin::Pin;
 
-use interceptor_runtime::{intercept, stats, InterceptLayer};
-use tokio_stream::{wrappers::TcpListenerStream, Stream, StreamExt};
-use tonic::{transport::Channel, Request, Response, Status, Streaming};
+use interceptor_runtime::{intercept, stats};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{service::Routes, transport::Channel, Request, Response, Status, Streaming};
 
 mod common;
 
-use common::{eventually, in_real_time};
+use common::{eventually, in_real_time, serve_routes};
 
 mod pb {
     tonic::include_proto!("echo");
@@ -99,14 +99,7 @@ instrumented_echo!(Below, above: [], below: [#[intercept(monitor, service = "tra
 instrumented_echo!(OnMethods, above: [], below: [], method: [#[intercept(monitor, service = "traced.OnMethods")]]);
 
 async fn serve<S: Echo>(service: S) -> EchoClient<Channel> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
-    let addr = listener.local_addr().expect("its address");
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .layer(InterceptLayer::new())
-            .add_service(EchoServer::new(service))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let addr = serve_routes(Routes::new(EchoServer::new(service))).await;
     EchoClient::connect(format!("http://{addr}")).await.expect("the server accepts")
 }
 

@@ -8,13 +8,13 @@
 
 use std::pin::Pin;
 
-use interceptor_runtime::{intercept, stats, InterceptLayer, RpcKind};
-use tokio_stream::{wrappers::TcpListenerStream, Stream, StreamExt};
-use tonic::{transport::Channel, Request, Response, Status, Streaming};
+use interceptor_runtime::{intercept, stats, RpcKind};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{service::Routes, transport::Channel, Request, Response, Status, Streaming};
 
 mod common;
 
-use common::{eventually, in_real_time};
+use common::{eventually, in_real_time, serve_routes};
 
 mod pb {
     tonic::include_proto!("fixture.wkt");
@@ -58,14 +58,7 @@ impl Beacon for Tower {
 }
 
 async fn serve() -> BeaconClient<Channel> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
-    let addr = listener.local_addr().expect("its address");
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .layer(InterceptLayer::new())
-            .add_service(BeaconServer::new(Tower))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let addr = serve_routes(Routes::new(BeaconServer::new(Tower))).await;
     BeaconClient::connect(format!("http://{addr}")).await.expect("the server accepts")
 }
 

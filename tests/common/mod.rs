@@ -24,4 +24,4 @@ pub mod server;
 pub mod traces;
 
 pub use bound::{eventually, in_real_time, on_paused_clock};
-pub use server::{serve, serve_and_connect, Server};
+pub use server::{serve, serve_and_connect, serve_routes, Server};

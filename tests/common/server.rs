@@ -56,3 +56,19 @@ pub async fn serve_and_connect<S: RouteGuide>(service: S) -> (RouteGuideClient<C
     let server = serve(service).await;
     (server.connect().await, server)
 }
+
+/// Serves any tonic service (`Routes::new(EchoServer::new(service))`) on
+/// 127.0.0.1:0, with `InterceptLayer`, from a task of the test's runtime,
+/// for the test's life; its address. For the fixtures of `tests/proto/`,
+/// whose generated types each test binary has its own copy of.
+pub async fn serve_routes(routes: tonic::service::Routes) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(interceptor_runtime::InterceptLayer::new())
+            .add_routes(routes)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    addr
+}
