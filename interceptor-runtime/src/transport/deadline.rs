@@ -9,22 +9,23 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::{codegen::http::HeaderMap, Status};
 
-/// How late tonic's timer may fire after the deadline kept here, or this
-/// deadline be read after tonic's: tonic starts its timer a moment before
-/// the layer sees the request, and tokio's timers fire on whole
-/// milliseconds.
-const SLACK: Duration = Duration::from_millis(1);
-
-/// The deadline of a request that arrived now with `headers`, if it has a
-/// valid `grpc-timeout`.
-pub(crate) fn deadline(headers: &HeaderMap) -> Option<Instant> {
+/// From when a call whose request arrived now with `headers` counts as
+/// timed out, if the request has a valid `grpc-timeout`: its deadline, less
+/// a slack for the timers that race ours:
+/// - 1 ms: tonic starts its timer a moment before the layer sees the
+///   request, and tokio's timers fire on whole milliseconds;
+/// - 1% of the timeout: a gRPC client rounds the timeout it sends up to
+///   three significant figures (gRPC core does), so its own timer, whose
+///   cancel may reach the server first, fires up to that much earlier.
+pub(crate) fn timed_out_from(headers: &HeaderMap) -> Option<Instant> {
     let timeout = parse(headers.get("grpc-timeout")?.to_str().ok()?)?;
-    Instant::now().checked_add(timeout)
+    let slack = (timeout / 100).max(Duration::from_millis(1));
+    Instant::now().checked_add(timeout.saturating_sub(slack))
 }
 
-/// Whether `deadline` has passed, give or take [`SLACK`].
-pub(crate) fn passed(deadline: Instant) -> bool {
-    Instant::now() + SLACK >= deadline
+/// Whether a call that counts as timed out from `from` does now.
+pub(crate) fn passed(from: Instant) -> bool {
+    Instant::now() >= from
 }
 
 /// The status tonic's server answers a call whose deadline passed with.
@@ -70,6 +71,20 @@ mod tests {
         for value in ["", "m", "5", "5x", "123456789S", "-5S", "+5S", "5 S", "1.5S", "é"] {
             assert_eq!(parse(value), None, "{value:?}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_less_its_slack() {
+        for (timeout, from) in [("50m", 49), ("1S", 990), ("2M", 118_800)] {
+            let mut headers = HeaderMap::new();
+            headers.insert("grpc-timeout", timeout.parse().expect("a header value"));
+            let at = timed_out_from(&headers).expect("a deadline");
+            tokio::time::advance(Duration::from_millis(from - 1)).await;
+            assert!(!passed(at), "{timeout}: not yet at {} ms", from - 1);
+            tokio::time::advance(Duration::from_millis(1)).await;
+            assert!(passed(at), "{timeout}: at {from} ms");
+        }
+        assert_eq!(timed_out_from(&HeaderMap::new()), None);
     }
 
     #[test]

@@ -117,7 +117,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let (mut parts, body) = request.into_parts();
-        let tap = Arc::new(Tap::new(deadline::deadline(&parts.headers)));
+        let tap = Arc::new(Tap::new(deadline::timed_out_from(&parts.headers)));
         if let Some(path) = parts.uri.path_and_query().cloned() {
             parts.extensions.insert(names::RequestPath(path));
         }

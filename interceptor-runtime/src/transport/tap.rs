@@ -17,8 +17,9 @@ pub(crate) struct Tap {
     /// Read and written once or twice per call: when the call's result is
     /// known, and when the response ends.
     response: Mutex<ResponseEnd>,
-    /// The client's deadline, when the request had one (`grpc-timeout`).
-    deadline: Option<Instant>,
+    /// From when the call counts as past its client's deadline, when the
+    /// request had one (`grpc-timeout`).
+    timed_out_from: Option<Instant>,
 }
 
 /// Where the response stands.
@@ -49,14 +50,14 @@ pub(crate) trait Deferred: Send + Sync {
 }
 
 impl Tap {
-    pub(crate) fn new(deadline: Option<Instant>) -> Self {
-        Tap { request_failure: OnceLock::new(), response: Mutex::new(ResponseEnd::Open(None)), deadline }
+    pub(crate) fn new(timed_out_from: Option<Instant>) -> Self {
+        Tap { request_failure: OnceLock::new(), response: Mutex::new(ResponseEnd::Open(None)), timed_out_from }
     }
 
     /// tonic's status for a call dropped once its client's deadline passed,
     /// if it has one and it has.
     pub(crate) fn deadline_expired(&self) -> Option<Status> {
-        self.deadline.filter(|&deadline| super::deadline::passed(deadline)).map(|_| super::deadline::expired())
+        self.timed_out_from.filter(|&from| super::deadline::passed(from)).map(|_| super::deadline::expired())
     }
 
     /// The request body failed; `status` is what the call ends with. The
