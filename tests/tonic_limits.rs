@@ -1,14 +1,18 @@
 //! tonic's own guards on a server, with `#[intercept]` on its handlers: the
 //! message size limits (`max_decoding_message_size`,
-//! `max_encoding_message_size`) and a tonic `Interceptor`
+//! `max_encoding_message_size`), the client's deadline (`grpc-timeout`, which
+//! tonic's server enforces) and a tonic `Interceptor`
 //! (`EchoServer::with_interceptor`). The client must get what it gets from
 //! the same service without the attribute, and the call must end, for the
 //! handler and in the stats, as the client saw it.
 //!
-//! A response message over the encoding limit is the case to watch: tonic's
-//! encoder sends OUT_OF_RANGE in the trailers and drops the response stream
-//! before its end, which without `InterceptLayer`'s view of the trailers
-//! looks like a client that went away.
+//! Two cases to watch, where tonic drops what the engine watches before its
+//! end, which looks like a client that went away:
+//! - a response message over the encoding limit: tonic's encoder sends
+//!   OUT_OF_RANGE in the trailers and drops the response stream (the layer
+//!   sees the trailers);
+//! - a handler still running at the client's deadline: tonic drops it and
+//!   answers CANCELLED "Timeout expired" (the layer keeps the deadline).
 //!
 //! The echo service is tonic's streaming example's, served on 127.0.0.1
 //! with `InterceptLayer`, and called by a tonic client.
