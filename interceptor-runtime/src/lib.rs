@@ -253,7 +253,7 @@
 //! | the client cancels (`RST_STREAM(CANCEL)`) | `Err(CANCELLED "the client cancelled the call")` instead of the next message or the end | | CANCELLED |
 //! | the client resets the stream with another reason | `Err(CANCELLED "the client reset the stream (REASON)")` | | CANCELLED |
 //! | the client's connection is lost | `Err(CANCELLED "the connection to the client was lost (..)")` | | CANCELLED |
-//! | the client's deadline (`grpc-timeout`) passes while the handler runs | nothing: tonic's server drops it | CANCELLED "Timeout expired" | the same (a timeout of the server's own: CANCELLED "the client went away") |
+//! | the client's deadline (`grpc-timeout`) passes | while it runs, nothing: tonic's server drops it; once it has returned a response stream, `Err(CANCELLED "Timeout expired")` on its inbound stream, where the client's cancel arrives | CANCELLED "Timeout expired" | the same (a timeout of the server's own: CANCELLED "the client went away") |
 //! | the client went away while the handler was busy, then the handler answered OK | nothing: it has returned | | CANCELLED "the client went away before the response was sent" |
 //! | the handler panics | | INTERNAL "the handler panicked" | INTERNAL |
 //! | its response stream panics | | what was sent, then INTERNAL "the response stream panicked" | INTERNAL |

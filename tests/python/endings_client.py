@@ -115,13 +115,35 @@ class Client:
         stop.set()
         return call.code().name, received, call.details() or ""
 
-    def past_deadline(self, call_id):
-        """A unary call whose handler never answers, with a deadline: (code, received, details)."""
+    def past_deadline(self, kind, call_id):
+        """A call of `kind` that outlasts its deadline: (code, received, details).
+
+        unary: the handler never answers; client and bidi: the upload stops
+        after two messages and stays open, the handler waiting for more (a
+        bidi handler has returned its response stream by then: tonic's server
+        no longer watches the deadline, grpcio's cancel ends the call).
+        """
+        stop = threading.Event()
+
+        def upload(make):
+            yield make(0)
+            yield make(1)
+            stop.wait(10)
+
+        received = 0
         try:
-            self.stub.GetFeature(self.point(1), metadata=self.metadata(call_id, "hang"), timeout=0.2)
-            return "OK", 1, ""
+            if kind == "unary":
+                self.stub.GetFeature(self.point(1), metadata=self.metadata(call_id, "hang"), timeout=0.2)
+            elif kind == "client":
+                self.stub.RecordRoute(upload(self.point), metadata=self.metadata(call_id), timeout=0.3)
+            else:
+                for _ in self.stub.RouteChat(upload(self.note), metadata=self.metadata(call_id), timeout=0.3):
+                    received += 1
+            return "OK", received, ""
         except grpc.RpcError as error:
-            return error.code().name, 0, error.details() or ""
+            return error.code().name, received, error.details() or ""
+        finally:
+            stop.set()
 
 
 def drive(pb, rpc, addr, first_id):
@@ -146,8 +168,8 @@ def drive(pb, rpc, addr, first_id):
             if kind in ("server", "bidi"):
                 record(kind, "panic-stream", client.complete(kind, call_id, what="panic-stream"))
                 call_id += 1
-            if kind == "unary":
-                record(kind, "deadline", client.past_deadline(call_id))
+            if kind in ("unary", "client", "bidi"):
+                record(kind, "deadline", client.past_deadline(kind, call_id))
                 call_id += 1
     return lines, call_id
 

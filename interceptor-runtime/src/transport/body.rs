@@ -10,7 +10,10 @@ use std::{
 use http_body::{Body, Frame, SizeHint};
 use tonic::{codegen::Bytes, Status};
 
-use super::{failure::request_broke, Ended, Tap};
+use super::{
+    failure::{client_cancelled, request_broke},
+    Ended, Tap,
+};
 
 pin_project_lite::pin_project! {
     /// A request body that records in the call's [`Tap`] how it failed, if
@@ -48,7 +51,14 @@ where
                 // As tonic would make it (a `Status` passes as it is, with
                 // its source), so that the decoder sees the same error.
                 let status = Status::from_error(error.into());
-                this.tap.record_request_failure(request_broke(&status));
+                // A gRPC client cancels its call when its deadline passes:
+                // past the deadline, that is what ended the call, in the
+                // words tonic's own timer would have used.
+                let failure = match this.tap.deadline_expired() {
+                    Some(expired) if client_cancelled(&status) => expired,
+                    _ => request_broke(&status),
+                };
+                this.tap.record_request_failure(failure);
                 Poll::Ready(Some(Err(status)))
             }
         }

@@ -26,6 +26,20 @@ pub(crate) fn transport_failure(status: &Status) -> Option<Status> {
     None
 }
 
+/// Whether the request stream failed with `status` because the client
+/// reset it with `CANCEL`, as a gRPC client does when it gives up on a call
+/// (its `cancel()`, or its deadline).
+pub(crate) fn client_cancelled(status: &Status) -> bool {
+    let mut source = Error::source(status);
+    while let Some(error) = source {
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return h2.is_reset() && h2.is_remote() && h2.reason() == Some(h2::Reason::CANCEL);
+        }
+        source = error.source();
+    }
+    false
+}
+
 /// The CANCELLED status for a request body that failed with `status`, as
 /// the layer sees it: below tonic, every error of the body is the
 /// transport's.
@@ -87,6 +101,14 @@ mod tests {
     fn an_h2_error_is_cancelled() {
         let status = transport_failure(&with_source(h2::Error::from(h2::Reason::PROTOCOL_ERROR)));
         assert_eq!(status.map(|s| s.code()), Some(tonic::Code::Cancelled));
+    }
+
+    #[test]
+    fn only_a_clients_cancel_is_one() {
+        // A reset made here, not by the client; and errors that are no reset.
+        assert!(!client_cancelled(&with_source(h2::Error::from(h2::Reason::CANCEL))));
+        assert!(!client_cancelled(&with_source(std::io::Error::other("gone"))));
+        assert!(!client_cancelled(&Status::cancelled("no source")));
     }
 
     #[test]
