@@ -85,16 +85,16 @@ class Client:
         except grpc.RpcError as error:
             return error.code().name, received, error.details() or ""
 
+    @staticmethod
+    def open_upload(make, stop):
+        """Two messages, then the stream stays open until `stop` is set."""
+        yield make(0)
+        yield make(1)
+        stop.wait(10)
+
     def cancel(self, kind, call_id):
         """Starts a call of `kind` and cancels it in its middle: (code, received, details)."""
         stop = threading.Event()
-
-        def upload(make):
-            # Two messages, then the stream stays open until the test ends it.
-            yield make(0)
-            yield make(1)
-            stop.wait(10)
-
         received = 0
         if kind == "unary":
             call = self.stub.GetFeature.future(self.point(1), metadata=self.metadata(call_id, "hang"))
@@ -104,10 +104,10 @@ class Client:
             next(call)
             received = 1
         elif kind == "client":
-            call = self.stub.RecordRoute.future(upload(self.point), metadata=self.metadata(call_id))
+            call = self.stub.RecordRoute.future(self.open_upload(self.point, stop), metadata=self.metadata(call_id))
             self.wait_progress(call_id, 2)
         else:
-            call = self.stub.RouteChat(upload(self.note), metadata=self.metadata(call_id))
+            call = self.stub.RouteChat(self.open_upload(self.note, stop), metadata=self.metadata(call_id))
             next(call)
             next(call)
             received = 2
@@ -124,20 +124,16 @@ class Client:
         no longer watches the deadline, grpcio's cancel ends the call).
         """
         stop = threading.Event()
-
-        def upload(make):
-            yield make(0)
-            yield make(1)
-            stop.wait(10)
-
         received = 0
         try:
             if kind == "unary":
                 self.stub.GetFeature(self.point(1), metadata=self.metadata(call_id, "hang"), timeout=0.2)
             elif kind == "client":
-                self.stub.RecordRoute(upload(self.point), metadata=self.metadata(call_id), timeout=0.3)
+                upload = self.open_upload(self.point, stop)
+                self.stub.RecordRoute(upload, metadata=self.metadata(call_id), timeout=0.3)
             else:
-                for _ in self.stub.RouteChat(upload(self.note), metadata=self.metadata(call_id), timeout=0.3):
+                upload = self.open_upload(self.note, stop)
+                for _ in self.stub.RouteChat(upload, metadata=self.metadata(call_id), timeout=0.3):
                     received += 1
             return "OK", received, ""
         except grpc.RpcError as error:
