@@ -10,7 +10,8 @@ pub struct CallStats {
     pub messages_received: u64,
     /// Their encoded bytes.
     pub bytes_received: u64,
-    /// Messages that went to the client.
+    /// Messages that went to the client: handed to tonic's encoder (one it
+    /// then refuses, over `max_encoding_message_size`, counts too).
     pub messages_sent: u64,
     /// Their encoded bytes.
     pub bytes_sent: u64,
