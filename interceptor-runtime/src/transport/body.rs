@@ -143,3 +143,98 @@ impl<B: Body> Body for ResponseBody<B> {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{future::poll_fn, pin::pin, time::Duration};
+
+    use tokio::time::Instant;
+    use tonic::codegen::http;
+
+    use super::*;
+
+    /// A reset of the request stream with `reason` as the server's h2
+    /// reports it, sent by the client (`by_client`) or by the server itself,
+    /// made by an h2 client and server over an in-memory connection.
+    async fn a_reset(reason: h2::Reason, by_client: bool) -> h2::Error {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let mut connection = h2::server::handshake(server_io).await.expect("a server handshake");
+            let (request, mut respond) = connection.accept().await.expect("a request").expect("a stream");
+            tokio::spawn(async move { while connection.accept().await.is_some() {} });
+            let mut body = request.into_body();
+            let error = loop {
+                match body.data().await.expect("data, then the reset") {
+                    Ok(_) if !by_client => respond.send_reset(reason),
+                    Ok(_) => continue,
+                    Err(error) => break error,
+                }
+            };
+            drop(respond);
+            error
+        });
+        let (mut client, connection) = h2::client::handshake(client_io).await.expect("a client handshake");
+        tokio::spawn(connection);
+        let request = http::Request::post("http://test/upload").body(()).expect("a request");
+        let (_response, mut upload) = client.send_request(request, false).expect("sent");
+        upload.send_data(Bytes::from_static(b"part"), false).expect("data");
+        if by_client {
+            upload.send_reset(reason);
+        }
+        let error = server.await.expect("the server's task");
+        drop(upload);
+        error
+    }
+
+    async fn a_clients_cancel() -> h2::Error {
+        a_reset(h2::Reason::CANCEL, true).await
+    }
+
+    /// A request body that fails with its error.
+    struct Failing<E>(Option<E>);
+
+    impl<E: std::error::Error + Send + Sync + Unpin + 'static> Body for Failing<E> {
+        type Data = Bytes;
+        type Error = E;
+
+        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+            Poll::Ready(self.0.take().map(Err))
+        }
+    }
+
+    /// What the tap records of a request body failing with `error`, for a
+    /// call that counts as timed out from `timed_out_from`.
+    async fn recorded<E>(error: E, timed_out_from: Option<Instant>) -> String
+    where
+        E: std::error::Error + Send + Sync + Unpin + 'static,
+    {
+        let tap = Arc::new(Tap::new(timed_out_from));
+        let mut body = pin!(RequestBody::new(Failing(Some(error)), tap.clone()));
+        let polled = poll_fn(|cx| body.as_mut().poll_frame(cx)).await;
+        assert!(matches!(polled, Some(Err(_))), "the error passes on");
+        tap.request_failure().expect("a failure recorded").message().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_clients_cancel_past_its_deadline_is_the_deadline() {
+        let later = Some(Instant::now() + Duration::from_secs(60));
+        assert_eq!(recorded(a_clients_cancel().await, None).await, "the client cancelled the call");
+        assert_eq!(recorded(a_clients_cancel().await, later).await, "the client cancelled the call");
+        assert_eq!(recorded(a_clients_cancel().await, Some(Instant::now())).await, "Timeout expired");
+        // Other failures past the deadline are what they are.
+        let lost = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let lost = recorded(lost, Some(Instant::now())).await;
+        assert!(lost.starts_with("the connection to the client was lost"), "{lost}");
+        let refused = recorded(a_reset(h2::Reason::REFUSED_STREAM, true).await, Some(Instant::now())).await;
+        assert_eq!(refused, "the client reset the stream (REFUSED_STREAM)");
+    }
+
+    #[tokio::test]
+    async fn only_a_cancel_the_client_sent_is_the_clients() {
+        let cancelled =
+            |error: h2::Error| super::super::failure::client_cancelled(&Status::from_error(Box::new(error)));
+        assert!(cancelled(a_clients_cancel().await));
+        assert!(!cancelled(a_reset(h2::Reason::CANCEL, false).await), "the server's own reset");
+        assert!(!cancelled(a_reset(h2::Reason::REFUSED_STREAM, true).await), "another reason");
+    }
+}
