@@ -13,31 +13,29 @@ use tonic::Status;
 /// tonic's errors keep what they came from in their source chain: an
 /// `h2::Error` (below a `hyper::Error`) says which of these it was.
 pub(crate) fn transport_failure(status: &Status) -> Option<Status> {
-    let mut source = Error::source(status);
-    while let Some(error) = source {
-        if let Some(h2) = error.downcast_ref::<h2::Error>() {
-            return Some(from_h2(h2));
-        }
-        if let Some(io) = error.downcast_ref::<std::io::Error>() {
-            return Some(Status::cancelled(format!("the connection to the client was lost ({io})")));
-        }
-        source = error.source();
-    }
-    None
+    sources(status).find_map(|error| match error.downcast_ref::<h2::Error>() {
+        Some(h2) => Some(from_h2(h2)),
+        None => error
+            .downcast_ref::<std::io::Error>()
+            .map(|io| Status::cancelled(format!("the connection to the client was lost ({io})"))),
+    })
 }
 
 /// Whether the request stream failed with `status` because the client
 /// reset it with `CANCEL`, as a gRPC client does when it gives up on a call
 /// (its `cancel()`, or its deadline).
 pub(crate) fn client_cancelled(status: &Status) -> bool {
-    let mut source = Error::source(status);
-    while let Some(error) = source {
-        if let Some(h2) = error.downcast_ref::<h2::Error>() {
-            return h2.is_reset() && h2.is_remote() && h2.reason() == Some(h2::Reason::CANCEL);
-        }
-        source = error.source();
-    }
-    false
+    sources(status).find_map(|error| error.downcast_ref::<h2::Error>()).is_some_and(is_clients_cancel)
+}
+
+/// The errors `status` came from, nearest first.
+fn sources(status: &Status) -> impl Iterator<Item = &(dyn Error + 'static)> {
+    std::iter::successors(Error::source(status), |&error| error.source())
+}
+
+/// A reset of the stream with `CANCEL`, sent by the client.
+fn is_clients_cancel(error: &h2::Error) -> bool {
+    error.is_reset() && error.is_remote() && error.reason() == Some(h2::Reason::CANCEL)
 }
 
 /// The CANCELLED status for a request body that failed with `status`, as
@@ -50,10 +48,10 @@ pub(crate) fn request_broke(status: &Status) -> Status {
 
 fn from_h2(error: &h2::Error) -> Status {
     let reason = error.reason().map(|reason| format!("{reason:?}")).unwrap_or_default();
+    if is_clients_cancel(error) {
+        return Status::cancelled("the client cancelled the call");
+    }
     if error.is_reset() && error.is_remote() {
-        if error.reason() == Some(h2::Reason::CANCEL) {
-            return Status::cancelled("the client cancelled the call");
-        }
         return Status::cancelled(format!("the client reset the stream ({reason})"));
     }
     if error.is_go_away() && error.is_remote() {
