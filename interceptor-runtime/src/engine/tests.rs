@@ -72,8 +72,8 @@ mod unseen {
             monitor::{Monitor, MonitorConfig},
             rate::{Rate, RateConfig},
         },
-        engine::{MethodInfo, RpcKind, Slot},
-        Chain, Direction, Interceptor, MessageRef,
+        engine::{CallGuard, MethodInfo, RpcKind, Slot},
+        Chain, Direction, Inbound, Interceptor, MessageRef,
     };
 
     /// Looks at every message.
@@ -112,14 +112,25 @@ mod unseen {
         }
     }
 
-    /// What is left of the inbound direction's unseen count after three
-    /// messages: the first one seen, the two others unseen.
-    async fn left_after_three<I: Interceptor>(slot: &'static Slot, name: &'static str, interceptors: I) -> u16 {
+    /// A client-streaming call of the method `name` with `interceptors`, its
+    /// inbound stream holding the three messages "a", "b" and "c".
+    async fn three_messages<I: Interceptor>(
+        slot: &'static Slot,
+        name: &'static str,
+        interceptors: I,
+    ) -> (CallGuard<I>, Inbound<String>) {
         let method =
             slot.get_or_init(|| MethodInfo::new("test.Unseen", name, RpcKind::ClientStreaming), || interceptors);
         let mut request = crate::testing::streaming_request(["a", "b", "c"].map(String::from));
         let mut call = method.start(&mut request).await.expect("nothing rejects");
-        let mut inbound = call.inbound(request).into_inner();
+        let inbound = call.inbound(request).into_inner();
+        (call, inbound)
+    }
+
+    /// What is left of the inbound direction's unseen count after three
+    /// messages: the first one seen, the two others unseen.
+    async fn left_after_three<I: Interceptor>(slot: &'static Slot, name: &'static str, interceptors: I) -> u16 {
+        let (call, mut inbound) = three_messages(slot, name, interceptors).await;
         for _ in 0..3 {
             inbound.message().await.expect("a message").expect("not the end");
         }
@@ -169,11 +180,7 @@ mod unseen {
         static ENDED: Slot = Slot::new();
         static TIMED: Slot = Slot::new();
         for (slot, name) in [(&ENDED, "Ended"), (&TIMED, "Timed")] {
-            let method =
-                slot.get_or_init(|| MethodInfo::new("test.Unseen", name, RpcKind::ClientStreaming), || Tripwire);
-            let mut request = crate::testing::streaming_request(["a", "b", "c"].map(String::from));
-            let mut call = method.start(&mut request).await.expect("nothing rejects");
-            let mut inbound = call.inbound(request).into_inner();
+            let (call, mut inbound) = three_messages(slot, name, Tripwire).await;
             inbound.message().await.expect("a message").expect("not the end");
             assert_eq!(call.context().unseen(Direction::Inbound).load(Relaxed), u16::MAX);
             let code = if name == "Ended" {
