@@ -52,14 +52,9 @@ impl StreamTypes {
                 _ => None,
             })
             .collect();
-        let types = imp
-            .items
-            .iter()
-            .filter_map(|item| match item {
-                ImplItem::Type(t) if !is_outbound(&t.ty) => Some((t.ident.clone(), t.ty.clone())),
-                _ => None,
-            })
+        let types = unwrapped(imp)
             .filter(|(ident, _)| outputs.iter().any(|out| names(out.clone(), ident)))
+            .map(|(ident, ty)| (ident.clone(), ty.clone()))
             .collect();
         StreamTypes(types)
     }
@@ -77,14 +72,8 @@ impl StreamTypes {
     /// A type written out in the signature of a handler that has no such
     /// associated type of its name is an error that says what to write.
     pub(crate) fn name_written_out(imp: &mut ItemImpl) -> Result<(), Error> {
-        let types: Vec<(Ident, Vec<String>)> = imp
-            .items
-            .iter()
-            .filter_map(|item| match item {
-                ImplItem::Type(t) if !is_outbound(&t.ty) => Some((t.ident.clone(), words(t.ty.to_token_stream()))),
-                _ => None,
-            })
-            .collect();
+        let types: Vec<(Ident, Vec<String>)> =
+            unwrapped(imp).map(|(ident, ty)| (ident.clone(), words(ty.to_token_stream()))).collect();
         for item in &mut imp.items {
             let ImplItem::Fn(f) = item else { continue };
             let output = words(f.sig.output.to_token_stream());
@@ -300,6 +289,15 @@ fn names_type(output: &[String], ty: &[String]) -> bool {
                 && !(at >= 1 && output[at - 1] == ":")
                 && !(at + ty.len() < output.len() && output[at + ty.len()] == ":")
         })
+}
+
+/// The impl's associated types that are not `Outbound<..>` already: each
+/// name with its type.
+fn unwrapped(imp: &ItemImpl) -> impl Iterator<Item = (&Ident, &Type)> {
+    imp.items.iter().filter_map(|item| match item {
+        ImplItem::Type(t) if !is_outbound(&t.ty) => Some((&t.ident, &t.ty)),
+        _ => None,
+    })
 }
 
 /// `Outbound<S>`, written by the user: already wrapped.
