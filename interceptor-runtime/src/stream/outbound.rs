@@ -116,7 +116,8 @@ where
     message = "`#[intercept]` cannot wrap the response stream type `{Self}`",
     label = "the handler's declared stream type",
     note = "put `#[intercept(..)]` on the impl block (above `#[tonic::async_trait]`): it rewrites `type XStream = S;` for you",
-    note = "or declare `type XStream = interceptor_runtime::Outbound<S>;`, or use a boxed stream (`tonic::codegen::BoxStream<T>`)"
+    note = "or declare `type XStream = interceptor_runtime::Outbound<S>;`, or use a boxed stream (`tonic::codegen::BoxStream<T>`)",
+    note = "a reply that is one message must be a `prost::Message`: messages of another codec (JSON, say) cannot be intercepted"
 )]
 pub trait OutboundStream: sealed::Sealed + Sized {
     /// What the handler body returns.
