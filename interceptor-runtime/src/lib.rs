@@ -128,6 +128,8 @@
 //! # }
 //! ```
 //!
+//! Or on one service of the server: `.add_service(InterceptService::new(RouteGuideServer::new(guide)))`.
+//!
 //! # The attribute
 //! ```text
 //! #[intercept(item, ..)]     item: monitor | monitor(..) | rate = N | rate(..) | budget = N | budget(..) | otel
@@ -782,7 +784,7 @@ pub use check::{check_async, check_metadata, validate};
 pub use engine::{CallContext, CallRef, CallStats, MethodInfo, NameSource, Outcome, RpcKind};
 pub use interceptor::{Chain, ChainStream, Direction, Interceptor, MessageRef};
 pub use stream::{Inbound, Outbound, OutboundStream};
-pub use transport::InterceptLayer;
+pub use transport::{InterceptLayer, InterceptService};
 
 pub use interceptor_macros::intercept;
 

@@ -129,6 +129,20 @@ where
     }
 }
 
+impl<S> InterceptService<S> {
+    /// The layer on one service of a server, which then keeps its name:
+    /// `Server::builder().add_service(InterceptService::new(RouteGuideServer::new(guide)))`.
+    pub fn new(inner: S) -> Self {
+        InterceptService { inner }
+    }
+}
+
+/// So that the layer can wrap one service of a server
+/// ([`InterceptService::new`]).
+impl<S: tonic::server::NamedService> tonic::server::NamedService for InterceptService<S> {
+    const NAME: &'static str = S::NAME;
+}
+
 pin_project_lite::pin_project! {
     /// The future of a [`InterceptService`]'s response. Dropped before it is
     /// ready, the client went away before the response.

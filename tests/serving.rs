@@ -1,12 +1,16 @@
-//! Transports without a peer address, served as tonic's own examples serve
-//! them: a Unix domain socket (`examples/src/uds`) and an in-memory duplex
-//! stream (`examples/src/mock`, the way services are tested without a
-//! network port), both with the README's layer.
+//! Servers set up the ways tonic's own examples set them up, with the
+//! README's layer:
+//! - on a Unix domain socket (`examples/src/uds`) and on an in-memory duplex
+//!   stream (`examples/src/mock`, the way services are tested without a
+//!   network port): transports without a peer address;
+//! - the layer on one service of the server (`InterceptService::new(..)`),
+//!   as tonic's per-service wrappers are added.
 //!
-//! The calls are intercepted and end as over TCP: counted, cancelled by a
-//! client mid-upload as cancelled. A call's peer is `None`, so `key = peer`
-//! refuses it with INVALID_ARGUMENT before its handler runs, as the README
-//! says of a call without its key.
+//! The calls are intercepted and end as over TCP with the layer on the whole
+//! server: counted, and an upload the client cancels half-way ends
+//! cancelled, for the handler and the stats. Without a peer address a
+//! call's peer is `None`, so `key = peer` refuses it with INVALID_ARGUMENT
+//! before its handler runs, as the README says of a call without its key.
 
 mod common;
 
@@ -26,17 +30,19 @@ use tonic::{
     Code,
 };
 
-service!(OverUds: monitor, service = "transports.OverUds");
-service!(PeerKeyedUds: rate(recv = 100, key = peer), service = "transports.PeerKeyedUds");
-service!(InMemory: monitor, service = "transports.InMemory");
-service!(PeerKeyedInMemory: budget(streams = 4, key = peer), service = "transports.PeerKeyedInMemory");
+service!(OverUds: monitor, service = "serving.OverUds");
+service!(PeerKeyedUds: rate(recv = 100, key = peer), service = "serving.PeerKeyedUds");
+service!(InMemory: monitor, service = "serving.InMemory");
+service!(PeerKeyedInMemory: budget(streams = 4, key = peer), service = "serving.PeerKeyedInMemory");
+// Named as on the wire: the layer on the service alone gives the names.
+service!(LayeredAlone: monitor);
 
 /// A socket path in a directory of its own, removed when dropped.
 struct SocketDir(PathBuf);
 
 impl SocketDir {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("interceptor-uds-{}-{name}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("interceptor-serving-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         SocketDir(dir)
@@ -169,11 +175,11 @@ async fn over_a_unix_socket() {
     in_real_time(async {
         let dir = SocketDir::new("calls");
         let channel = serve_uds(tonic::service::Routes::new(RouteGuideServer::new(OverUds)), &dir).await;
-        calls_end_as_they_ended(channel, "transports.OverUds").await;
+        calls_end_as_they_ended(channel, "serving.OverUds").await;
 
         let dir = SocketDir::new("keyed");
         let channel = serve_uds(tonic::service::Routes::new(RouteGuideServer::new(PeerKeyedUds)), &dir).await;
-        a_peer_key_without_a_peer_is_refused(channel, "transports.PeerKeyedUds").await;
+        a_peer_key_without_a_peer_is_refused(channel, "serving.PeerKeyedUds").await;
     })
     .await;
 }
@@ -182,10 +188,26 @@ async fn over_a_unix_socket() {
 async fn over_an_in_memory_stream() {
     in_real_time(async {
         let channel = serve_in_memory(tonic::service::Routes::new(RouteGuideServer::new(InMemory))).await;
-        calls_end_as_they_ended(channel, "transports.InMemory").await;
+        calls_end_as_they_ended(channel, "serving.InMemory").await;
 
         let channel = serve_in_memory(tonic::service::Routes::new(RouteGuideServer::new(PeerKeyedInMemory))).await;
-        a_peer_key_without_a_peer_is_refused(channel, "transports.PeerKeyedInMemory").await;
+        a_peer_key_without_a_peer_is_refused(channel, "serving.PeerKeyedInMemory").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_the_layer_on_one_service() {
+    in_real_time(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let addr = listener.local_addr().expect("its address");
+        tokio::spawn(
+            Server::builder()
+                .add_service(interceptor_runtime::InterceptService::new(RouteGuideServer::new(LayeredAlone)))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let channel = Endpoint::from_shared(format!("http://{addr}")).expect("a URI").connect().await.expect("accepts");
+        calls_end_as_they_ended(channel, "routeguide.RouteGuide").await;
     })
     .await;
 }
