@@ -345,6 +345,7 @@ async fn tonic_clients_cancel(target: &mut Target) {
     let saw = ledger().wait_saw(id).await;
     assert_eq!(saw.messages, 2);
     assert_eq!(saw.end, Err((Code::Cancelled, "the client cancelled the call".into())), "not a clean end");
+    assert_eq!(ledger().cause_of(id).as_deref(), Some("h2 CANCEL"), "the reset, in the status's sources");
     let expected = Expected { code: Code::Cancelled, message: "the client cancelled the call" };
     check_outcome(target, Client, id, &before, &expected, true, "client stream aborted").await;
     drop(tx);
@@ -388,6 +389,10 @@ async fn raw_clients_reset(target: &mut Target) {
             // knows no reason.
             let noticed_on_response = kind == Bidi && seen == "the client went away";
             assert!(seen == message || noticed_on_response, "{kind:?} {reason:?}: {saw:?}");
+            if !noticed_on_response {
+                let cause = ledger().cause_of(id);
+                assert_eq!(cause, Some(format!("h2 {reason:?}")), "{kind:?}: the reset, in the status's sources");
+            }
         }
         let expected = Expected { code: Code::Cancelled, message: "" };
         check_outcome(target, kind, id, &before, &expected, true, &format!("reset {reason:?}")).await;
@@ -442,6 +447,10 @@ async fn connections_lost(target: &mut Target) {
             // As with a reset: a bidi call may notice on its response first.
             let lost = message.contains("the connection to the client was lost");
             assert!(lost || (kind == Bidi && message == "the client went away"), "{kind:?}: {saw:?}");
+            if lost {
+                let cause = ledger().cause_of(id);
+                assert!(cause.as_deref().is_some_and(|c| c.starts_with("io ")), "{kind:?}: {cause:?}");
+            }
         }
         let expected = Expected { code: Code::Cancelled, message: "" };
         check_outcome(target, kind, id, &before, &expected, true, "connection lost").await;

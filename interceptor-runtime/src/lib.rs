@@ -261,6 +261,10 @@
 //! | its response stream panics | | what was sent, then INTERNAL "the response stream panicked" | INTERNAL |
 //! | an interceptor's hook panics | INTERNAL on its inbound stream | INTERNAL "an interceptor panicked" | INTERNAL, `ended_by` the interceptor |
 //!
+//! The status a handler sees for a cancel, a reset or a lost connection keeps tonic's own error as
+//! its [`source`](std::error::Error::source), so a handler that walks the chain down to the
+//! `h2::Error` or `std::io::Error` (tonic's streaming example does, to spot a broken pipe) finds it.
+//!
 //! A handler that waits on something other than its inbound stream when the client goes away is
 //! dropped (hyper drops its future), and the call ends CANCELLED "the client went away"; so does a call
 //! whose response stream notices first. A request whose client is gone before its handler starts

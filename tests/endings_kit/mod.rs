@@ -66,6 +66,8 @@ struct Entry {
     progress: u64,
     saw: Option<Saw>,
     outcome: Option<Outcome>,
+    /// What the error the handler saw came from ([`transport_cause`]).
+    cause: Option<String>,
     ends: u32,
     /// Where a blocked handler waits to be let go.
     gate: Option<blocking::Sender<()>>,
@@ -96,8 +98,12 @@ impl Ledger {
     }
 
     fn saw(&self, id: u64, messages: u64, end: &Result<(), Status>) {
+        let cause = end.as_ref().err().and_then(transport_cause);
         let end = end.as_ref().map(|_| ()).map_err(|s| (s.code(), s.message().to_owned()));
-        self.with(id, |e| e.saw = Some(Saw { messages, end }));
+        self.with(id, |e| {
+            e.saw = Some(Saw { messages, end });
+            e.cause = cause;
+        });
     }
 
     fn ended(&self, id: u64, outcome: Option<Outcome>) {
@@ -118,6 +124,12 @@ impl Ledger {
 
     pub fn outcome_of(&self, id: u64) -> Option<Outcome> {
         self.with(id, |e| e.outcome.clone())
+    }
+
+    /// What the error the handler of call `id` saw came from, if it has
+    /// reported one and it says ([`transport_cause`]).
+    pub fn cause_of(&self, id: u64) -> Option<String> {
+        self.with(id, |e| e.cause.clone())
     }
 
     /// How many times call `id` was ended (its `on_end` ran).
@@ -422,6 +434,27 @@ pub fn read_one(id: u64) {
 
 pub fn read_up_to(id: u64, messages: u64) {
     ledger().progress(id, messages);
+}
+
+/// The transport error in `status`'s source chain, as a handler walking
+/// the chain finds it (tonic's streaming example does, to tell a client
+/// that disconnected): `"h2 CANCEL"` for an HTTP/2 reset, `"io BrokenPipe"`
+/// for an I/O error, also one inside an `h2::Error`.
+pub fn transport_cause(status: &Status) -> Option<String> {
+    let mut error: &(dyn std::error::Error + 'static) = status;
+    loop {
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return Some(match (h2.get_io(), h2.reason()) {
+                (Some(io), _) => format!("io {:?}", io.kind()),
+                (None, Some(reason)) => format!("h2 {reason:?}"),
+                (None, None) => format!("h2 {h2}"),
+            });
+        }
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return Some(format!("io {:?}", io.kind()));
+        }
+        error = error.source()?;
+    }
 }
 
 pub fn report(id: u64, messages: u64, end: &Result<(), Status>) {

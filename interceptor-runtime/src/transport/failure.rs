@@ -1,7 +1,7 @@
 //! What a request stream's error says about the client: the CANCELLED
 //! status a call ends with when its request broke below tonic.
 
-use std::error::Error;
+use std::{error::Error, sync::Arc};
 
 use tonic::Status;
 
@@ -11,14 +11,18 @@ use tonic::Status;
 /// that failed to decode, say), which keeps its own code.
 ///
 /// tonic's errors keep what they came from in their source chain: an
-/// `h2::Error` (below a `hyper::Error`) says which of these it was.
+/// `h2::Error` (below a `hyper::Error`) says which of these it was. The
+/// status made keeps `status` as its source, so that a handler can still
+/// walk down to the `h2::Error` or `std::io::Error` (tonic's streaming
+/// example looks there for a broken pipe).
 pub(crate) fn transport_failure(status: &Status) -> Option<Status> {
-    sources(status).find_map(|error| match error.downcast_ref::<h2::Error>() {
+    let failure = sources(status).find_map(|error| match error.downcast_ref::<h2::Error>() {
         Some(h2) => Some(from_h2(h2)),
         None => error
             .downcast_ref::<std::io::Error>()
             .map(|io| Status::cancelled(format!("the connection to the client was lost ({io})"))),
-    })
+    })?;
+    Some(caused_by(failure, status))
 }
 
 /// Whether the request stream failed with `status` because the client
@@ -42,8 +46,15 @@ fn is_clients_cancel(error: &h2::Error) -> bool {
 /// the layer sees it: below tonic, every error of the body is the
 /// transport's.
 pub(crate) fn request_broke(status: &Status) -> Status {
-    transport_failure(status)
-        .unwrap_or_else(|| Status::cancelled(format!("the request stream broke ({})", status.message())))
+    transport_failure(status).unwrap_or_else(|| {
+        caused_by(Status::cancelled(format!("the request stream broke ({})", status.message())), status)
+    })
+}
+
+/// `status`, with `cause` (and so what `cause` came from) as its source.
+fn caused_by(mut status: Status, cause: &Status) -> Status {
+    status.set_source(Arc::new(cause.clone()));
+    status
 }
 
 fn from_h2(error: &h2::Error) -> Status {
@@ -93,6 +104,21 @@ mod tests {
         let status = transport_failure(&with_source(lost)).expect("from the transport");
         assert_eq!(status.code(), tonic::Code::Cancelled);
         assert!(status.message().contains("connection to the client was lost"), "{status:?}");
+    }
+
+    #[test]
+    fn what_it_came_from_stays_reachable() {
+        let lost = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe");
+        for status in [
+            transport_failure(&with_source(lost)).expect("from the transport"),
+            request_broke(&with_source(Wrapped("odd".into()))),
+        ] {
+            let wrapped = sources(&status).find_map(|error| error.downcast_ref::<Wrapped>());
+            assert!(wrapped.is_some(), "{status:?}");
+        }
+        let reset = transport_failure(&with_source(h2::Error::from(h2::Reason::PROTOCOL_ERROR))).expect("a reset");
+        let h2 = sources(&reset).find_map(|error| error.downcast_ref::<h2::Error>());
+        assert_eq!(h2.and_then(h2::Error::reason), Some(h2::Reason::PROTOCOL_ERROR));
     }
 
     #[test]
