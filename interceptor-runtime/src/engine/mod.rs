@@ -100,12 +100,17 @@
 //!   its `&'static Method<I>`, the call's waker for its `Weak<CallCell<I>>`. A `DirectionHandle<M>` holds no `M` (it lends the
 //!   hooks an `&M` for the length of a call), so it is `Send + Sync`
 //!   whatever `M`; `Inbound<T>` and `Outbound<S>` are as their own fields.
-//! - **I8 A message taken is moved, not copied.** [`take_message`] copies a
-//!   message's bytes out of the item a stream returned, in 8-byte words of
-//!   `MaybeUninit` (padding included), only for a message type whose size
-//!   is a multiple of 8 and whose alignment is at least 8 (checked where it
-//!   copies), and forgets the item it took them from: the copy is the one
-//!   owner of whatever the message holds.
+//! - **I8 A message taken or an item put is moved, not copied.**
+//!   [`take_message`] copies a message's bytes out of the item a stream
+//!   returned, and `ItemOut::put_wide` an item's bytes into the slot
+//!   [`catch_item`] returns it from, in 8-byte words of `MaybeUninit`
+//!   (padding included; `put_wide` writes them in pairs, still as
+//!   `MaybeUninit`), only for a type whose size is a multiple of 8 and whose
+//!   alignment is at least 8 (checked where they copy), and forget what they
+//!   took the bytes from: the copy is the one owner of whatever it holds.
+//!   `catch_item` reads its slot only after its closure returned normally,
+//!   which it can only do with the `Written` that writing the slot whole
+//!   gives (one per `ItemOut`, branded with the call's lifetime).
 //!
 //! # Waking: the protocol
 //! Not memory safety but liveness: a direction that waits is woken when the
@@ -189,7 +194,7 @@ use direction::{DirectionView, ErasedDirection};
 pub use guard::{CallGuard, Run};
 pub use handle::DirectionHandle;
 use handle::{CellPtr, VTableOf};
-pub(crate) use message::take_message;
+pub(crate) use message::{catch_item, take_message};
 pub(crate) use method::ErasedMethod;
 pub use method::{type_name_of, Method, MethodInfo, NameSource, RpcKind, Slot};
 use outcome::gone;

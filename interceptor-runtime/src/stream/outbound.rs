@@ -12,7 +12,7 @@ use tonic::Status;
 
 use super::slow_path;
 use crate::{
-    engine::{panic, take_message, CallContext, DirectionHandle},
+    engine::{catch_item, CallContext, DirectionHandle},
     interceptor::Direction,
 };
 
@@ -73,8 +73,9 @@ where
     type Item = Result<S::Ok, Status>;
 
     // As in `Inbound`: the message is looked at where the inner stream wrote
-    // it and moved on from there by `take_message`, whose loads do not
-    // stall; every way off the fast path is out of line, in `slow_path`.
+    // it, and the item moved on from there in words whose loads and stores
+    // do not stall (`catch_item`); every way off the fast path is out of
+    // line, in `slow_path`.
     #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
@@ -83,25 +84,27 @@ where
         }
         // A panic of the inner stream is caught (costing nothing until it
         // happens): the call ends with INTERNAL, which the client receives.
-        // The whole fast path is inside the catch: what the catch returns
-        // goes through memory, and the item the inner stream wrote would be
-        // copied whole once more if it returned that instead.
+        // The whole fast path is inside the catch, and hands the item out
+        // of it in 16-byte words, as tonic's encoder reads it.
         let (inner, handle, pending) = (this.inner, this.handle, this.pending);
-        let caught = panic::catch(|| {
-            let polled = inner.try_poll_next(cx);
-            let Poll::Ready(Some(Ok(message))) = &polled else {
-                return slow_path::no_message::<S::Ok, true>(handle, pending, cx, polled);
-            };
-            if handle.passed_unseen(message, Direction::Outbound) {
-                return Poll::Ready(Some(Ok(take_message(polled))));
-            }
-            let held = handle.poll_hooks(cx, message);
-            if let Poll::Ready(Ok(())) = held {
-                return polled;
-            }
-            slow_path::not_passed::<S::Ok, true>(handle, pending, held, polled)
-        });
-        caught.unwrap_or_else(|payload| slow_path::stream_panicked(handle, payload))
+        catch_item(
+            handle,
+            |handle, out| {
+                let polled = inner.try_poll_next(cx);
+                let Poll::Ready(Some(Ok(message))) = &polled else {
+                    return out.put(slow_path::no_message::<S::Ok, true>(handle, pending, cx, polled));
+                };
+                if handle.passed_unseen(message, Direction::Outbound) {
+                    return out.put_wide(polled);
+                }
+                let held = handle.poll_hooks(cx, message);
+                if let Poll::Ready(Ok(())) = held {
+                    return out.put_wide(polled);
+                }
+                out.put(slow_path::not_passed::<S::Ok, true>(handle, pending, held, polled))
+            },
+            slow_path::stream_panicked,
+        )
     }
 }
 
