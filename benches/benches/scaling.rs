@@ -190,7 +190,17 @@ fn main() {
     let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let workers = env("SCALING_WORKERS", 2);
     let client_workers = env("SCALING_CLIENT_WORKERS", 2);
-    let samples = env("SCALING_SAMPLES", if quick { 3 } else { 11 });
+    // Samples per cell: the 16 B rows carry the targets, and a single run of
+    // 11 samples moves by a few percent (RESULTS.md, eighth round), so they
+    // get 31; `SCALING_SAMPLES` sets every row's.
+    let samples_of = |size: usize| {
+        let default = match (quick, size) {
+            (true, _) => 3,
+            (false, 16) => 31,
+            (false, _) => 11,
+        };
+        env("SCALING_SAMPLES", default)
+    };
 
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -257,7 +267,10 @@ fn main() {
 
     println!(
         "\n{STREAMS} streams over {CONNECTIONS} connections, {workers} server workers, {client_workers} client \
-         workers, {samples} samples of each pair (raw and the configuration in alternation); medians:\n"
+         workers, {} samples of each pair at 16 B and {} at 1 KiB (raw and the configuration in alternation); \
+         medians:\n",
+        samples_of(16),
+        samples_of(1024),
     );
     let mut verdicts = Vec::new();
     let names: Vec<&str> = picked_configs.iter().map(|&c| CONFIGS[c]).collect();
@@ -282,7 +295,7 @@ fn main() {
                 let target = &configs[c];
                 iteration(&client_rt, target, kind, per_stream, size);
                 let mut pairs = Vec::new();
-                for i in 0..samples {
+                for i in 0..samples_of(size) {
                     let (raw_side, config_side) = if i % 2 == 0 {
                         let r = iteration(&client_rt, raw, kind, per_stream, size);
                         (r, iteration(&client_rt, target, kind, per_stream, size))
