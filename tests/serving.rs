@@ -4,7 +4,8 @@
 //!   stream (`examples/src/mock`, the way services are tested without a
 //!   network port): transports without a peer address;
 //! - the layer on one service of the server (`InterceptService::new(..)`),
-//!   as tonic's per-service wrappers are added.
+//!   as tonic's per-service wrappers are added, also on a server that has
+//!   the layer too (the inner one's tap is the call's).
 //!
 //! The calls are intercepted and end as over TCP with the layer on the whole
 //! server: counted, and an upload the client cancels half-way ends
@@ -36,6 +37,7 @@ service!(InMemory: monitor, service = "serving.InMemory");
 service!(PeerKeyedInMemory: budget(streams = 4, key = peer), service = "serving.PeerKeyedInMemory");
 // Named as on the wire: the layer on the service alone gives the names.
 service!(LayeredAlone: monitor);
+service!(LayeredTwice: monitor, service = "serving.LayeredTwice");
 
 /// A socket path in a directory of its own, removed when dropped.
 struct SocketDir(PathBuf);
@@ -208,6 +210,23 @@ async fn with_the_layer_on_one_service() {
         );
         let channel = Endpoint::from_shared(format!("http://{addr}")).expect("a URI").connect().await.expect("accepts");
         calls_end_as_they_ended(channel, "routeguide.RouteGuide").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_the_layer_on_the_server_and_on_the_service() {
+    in_real_time(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let addr = listener.local_addr().expect("its address");
+        tokio::spawn(
+            Server::builder()
+                .layer(interceptor_runtime::InterceptLayer::new())
+                .add_service(interceptor_runtime::InterceptService::new(RouteGuideServer::new(LayeredTwice)))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let channel = Endpoint::from_shared(format!("http://{addr}")).expect("a URI").connect().await.expect("accepts");
+        calls_end_as_they_ended(channel, "serving.LayeredTwice").await;
     })
     .await;
 }
