@@ -25,7 +25,7 @@ use common::{
 use hyper_util::rt::TokioIo;
 use interceptor_examples::pb::{route_guide_client::RouteGuideClient, route_guide_server::RouteGuideServer, Point};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
 use tonic::{
     transport::{Channel, Endpoint, Server, Uri},
     Code,
@@ -105,6 +105,18 @@ async fn serve_in_memory(routes: tonic::service::Routes) -> Channel {
         }))
         .await
         .expect("the server accepts")
+}
+
+/// Runs `serve` (a server set up by the test) on 127.0.0.1 from a task of
+/// the test's runtime, and connects a channel to it.
+async fn serve_tcp<F>(serve: impl FnOnce(TcpListenerStream) -> F) -> Channel
+where
+    F: std::future::Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(serve(TcpListenerStream::new(listener)));
+    Endpoint::from_shared(format!("http://{addr}")).expect("a URI").connect().await.expect("the server accepts")
 }
 
 fn points(n: i32) -> Vec<Point> {
@@ -201,14 +213,12 @@ async fn over_an_in_memory_stream() {
 #[tokio::test]
 async fn with_the_layer_on_one_service() {
     in_real_time(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
-        let addr = listener.local_addr().expect("its address");
-        tokio::spawn(
+        let channel = serve_tcp(|incoming| {
             Server::builder()
                 .add_service(interceptor_runtime::InterceptService::new(RouteGuideServer::new(LayeredAlone)))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        let channel = Endpoint::from_shared(format!("http://{addr}")).expect("a URI").connect().await.expect("accepts");
+                .serve_with_incoming(incoming)
+        })
+        .await;
         calls_end_as_they_ended(channel, "routeguide.RouteGuide").await;
     })
     .await;
@@ -217,15 +227,13 @@ async fn with_the_layer_on_one_service() {
 #[tokio::test]
 async fn with_the_layer_on_the_server_and_on_the_service() {
     in_real_time(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
-        let addr = listener.local_addr().expect("its address");
-        tokio::spawn(
+        let channel = serve_tcp(|incoming| {
             Server::builder()
                 .layer(interceptor_runtime::InterceptLayer::new())
                 .add_service(interceptor_runtime::InterceptService::new(RouteGuideServer::new(LayeredTwice)))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        let channel = Endpoint::from_shared(format!("http://{addr}")).expect("a URI").connect().await.expect("accepts");
+                .serve_with_incoming(incoming)
+        })
+        .await;
         calls_end_as_they_ended(channel, "serving.LayeredTwice").await;
     })
     .await;

@@ -156,11 +156,10 @@ mod sixteen_bytes_wide {
         let words = size_of::<I>() / 8;
         let mut word = 0;
         while word + 2 <= words {
-            // SAFETY: I8: `from` and `to` are valid for `size_of::<I>()`
-            // bytes and aligned to 8 (the caller checked): the two words
-            // at `word` are in bounds, and `Unaligned` needs no alignment.
             // Each word is read as a `MaybeUninit`, which any bytes are,
             // padding included, and so is the pair made of them.
+            // SAFETY: I8: `from` and `to` are valid for `size_of::<I>()` bytes, aligned to 8 (the
+            // caller checked): the two words at `word` are in bounds; `Unaligned` needs no alignment.
             unsafe {
                 let pair: [MaybeUninit<u64>; 2] = [from.add(word).read_volatile(), from.add(word + 1).read_volatile()];
                 let pair = std::mem::transmute::<[MaybeUninit<u64>; 2], MaybeUninit<__m128i>>(pair);

@@ -88,7 +88,7 @@ impl<S> tower_layer::Layer<S> for InterceptLayer {
     type Service = InterceptService<S>;
 
     fn layer(&self, inner: S) -> InterceptService<S> {
-        InterceptService { inner }
+        InterceptService::new(inner)
     }
 }
 
